@@ -1,0 +1,1 @@
+"""One module per pipeline, behind the interface in ``pipelines.base``."""

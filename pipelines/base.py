@@ -1,0 +1,65 @@
+"""The interface every pipeline implements; the HTTP layer serves it generically.
+
+A pipeline declares its route (path, operation id, request and answer types) and implements
+``load``, ``predict`` and ``encode``. It never reads the environment: it gets ``Settings``.
+Call order: ``load`` and ``warmup`` once on a worker thread; then, per request, ``check``
+on the event loop (cheap, before queueing), ``predict`` on an inference thread holding a
+slot, and ``encode`` on a worker thread after the slot is given back.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from runner.settings import Settings
+
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+OutputT = TypeVar("OutputT")
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a pipeline appears on the wire, as in the reference OpenAPI."""
+
+    path: str
+    operation_id: str
+    summary: str
+    description: str
+    params: type[BaseModel]
+    response: type[BaseModel]
+    sdk_name: str  # the reference's x-speakeasy-name-override
+    extra_error_codes: tuple[int, ...] = ()  # 413/415 where the reference declares them
+
+
+class Pipeline(ABC, Generic[ParamsT, OutputT]):
+    route: ClassVar[Route]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model_id = settings.model_id
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model from ``settings.model_dir``; raise ``ModelNotFound`` when absent."""
+
+    def warmup(self) -> None:  # noqa: B027 - optional hook
+        """Run the model once so the first paid request is not the slow one."""
+
+    def describe(self) -> str:
+        """What was loaded, for the start-up log."""
+        return self.model_id
+
+    def check(self, params: ParamsT) -> None:  # noqa: B027 - optional hook
+        """Validate values the schema cannot; raise ``InvalidInput`` naming the field."""
+
+    @abstractmethod
+    def predict(self, params: ParamsT) -> OutputT:
+        """Run the model."""
+
+    @abstractmethod
+    def encode(self, output: OutputT) -> BaseModel:
+        """Turn the model's output into the route's answer body."""

@@ -1,0 +1,39 @@
+"""Input checks that name the field and say why, raised as ``InvalidInput`` (400)."""
+
+from __future__ import annotations
+
+import math
+
+from runner.errors import InvalidInput
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def non_empty(field: str, value: str) -> None:
+    if not value.strip():
+        raise InvalidInput(f"{field} must not be empty.")
+
+
+def in_range(field: str, value: float, low: float, high: float) -> None:
+    if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
+        raise InvalidInput(f"{field} must be between {low} and {high}, got {value}.")
+
+
+def at_least(field: str, value: float, low: float) -> None:
+    if not math.isfinite(value) or value < low:
+        raise InvalidInput(f"{field} must be a number of at least {low}, got {value}.")
+
+
+def multiple_of(field: str, value: int, step: int) -> None:
+    if value % step:
+        raise InvalidInput(f"{field} must be a multiple of {step}, got {value}.")
+
+
+def image_side(field: str, value: int, low: int, high: int) -> None:
+    in_range(field, value, low, high)
+    multiple_of(field, value, 8)
+
+
+def seed(value: int | None) -> None:
+    if value is not None:
+        in_range("seed", value, INT64_MIN, INT64_MAX)

@@ -1,0 +1,119 @@
+"""What every diffusers-based pipeline shares: seeds, split prompts, the safety checker."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import InvalidInput
+from runner.hub import ModelNotFound, locate_model
+from runner.media import png_data_url
+from runner.schemas import ImageResponse, Media
+from runner.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+log = logging.getLogger("pipelines.diffusion")
+MAX_PROMPTS = 3
+
+
+@dataclass
+class GeneratedImages:
+    images: list[Image.Image]
+    seeds: list[int]
+    nsfw: list[bool]
+
+    def to_response(self) -> ImageResponse:
+        return ImageResponse(
+            images=[
+                Media(url=png_data_url(image), seed=seed, nsfw=flag)
+                for image, seed, flag in zip(self.images, self.seeds, self.nsfw, strict=True)
+            ]
+        )
+
+
+def quiet_loading() -> None:
+    """Loading progress bars are noise in a container log; the runner logs what it loads."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def image_seeds(seed: int | None, count: int) -> list[int]:
+    """Image i of a request with seed s uses s + i; no seed picks one at random."""
+    base = random.randrange(2**32) if seed is None else seed
+    return [base + i for i in range(count)]
+
+
+def generators(device: str, seeds: list[int]) -> list[torch.Generator]:
+    import torch
+
+    return [torch.Generator(device=device).manual_seed(s % 2**64) for s in seeds]
+
+
+def prompt_slots(pipe: Any) -> int:
+    """How many prompts the pipeline takes: 1, or 2-3 with several text encoders."""
+    accepted = inspect.signature(pipe.__call__).parameters
+    return 1 + sum(f"prompt_{i}" in accepted for i in range(2, MAX_PROMPTS + 1))
+
+
+def split_prompt(field: str, text: str, slots: int) -> dict[str, str]:
+    """``"a|b"`` -> ``{field: "a", field_2: "b"}`` for a pipeline with several text encoders.
+
+    A pipeline with one text encoder takes the text as it is, ``|`` included.
+    """
+    if slots == 1:
+        return {field: text}
+    parts = [part.strip() for part in text.split("|")]
+    if len(parts) > slots:
+        raise InvalidInput(
+            f"{field} has {len(parts)} '|'-separated prompts but this model takes at most {slots}."
+        )
+    return {field if i == 0 else f"{field}_{i + 1}": part for i, part in enumerate(parts)}
+
+
+class SafetyChecker:
+    """Flags NSFW images with the safety-checker model in ``MODEL_DIR``; images stay as they are."""
+
+    def __init__(self, settings: Settings, device: str, dtype: torch.dtype) -> None:
+        from diffusers.pipelines.stable_diffusion.safety_checker import (
+            StableDiffusionSafetyChecker,
+        )
+        from transformers import CLIPImageProcessor
+
+        model_id = settings.safety_checker_id
+        try:
+            path = locate_model(settings.model_dir, model_id)
+        except ModelNotFound as exc:
+            raise ModelNotFound(
+                f"safety checker: {exc.message}; or set SAFETY_CHECKER=false to run without it"
+            ) from None
+        self.device, self.dtype = device, dtype
+        self.model = StableDiffusionSafetyChecker.from_pretrained(
+            model_id, cache_dir=settings.model_dir, local_files_only=True, dtype=dtype
+        ).to(device)
+        if (path / "preprocessor_config.json").exists():
+            self.processor = CLIPImageProcessor.from_pretrained(
+                model_id, cache_dir=settings.model_dir, local_files_only=True
+            )
+        else:  # CLIP's own preprocessing, which the checker was trained with
+            self.processor = CLIPImageProcessor()
+
+    def __call__(self, images: list[Image.Image]) -> list[bool]:
+        import numpy as np
+        import torch
+
+        pixels = self.processor(images, return_tensors="pt").pixel_values
+        with torch.inference_mode():
+            _, flags = self.model(
+                images=[np.asarray(image) for image in images],
+                clip_input=pixels.to(self.device, self.dtype),
+            )
+        return [bool(flag) for flag in flags]

@@ -1,0 +1,40 @@
+"""The pipelines this runner serves: name -> implementing class and network default model.
+
+Adding a pipeline is one module and one line here. Classes are imported only for the
+pipeline being loaded, so ``torch``/``diffusers`` stay out of processes that do not need them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipelines.base import Pipeline
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: str  # "module:Class"
+    default_model: str
+
+
+REGISTRY: dict[str, Entry] = {
+    "text-to-image": Entry(
+        "pipelines.text_to_image:TextToImage", "SG161222/RealVisXL_V4.0_Lightning"
+    ),
+}
+
+
+def pipeline_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def default_model_id(name: str) -> str:
+    return REGISTRY[name].default_model
+
+
+def pipeline_class(name: str) -> type[Pipeline]:
+    module_name, class_name = REGISTRY[name].target.split(":")
+    return getattr(import_module(module_name), class_name)

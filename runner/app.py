@@ -1,0 +1,55 @@
+"""Builds the FastAPI app for the configured pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from pipelines.registry import pipeline_class
+from runner import __version__
+from runner.errors import install_error_handlers
+from runner.gate import Gate
+from runner.metrics import Metrics
+from runner.routes import declared_error_codes, pipeline_router, system_router
+from runner.runtime import Runtime
+from runner.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app serves at once; the model loads in the background when the app starts."""
+    pipeline = pipeline_class(settings.pipeline)(settings)
+    runtime = Runtime(settings, pipeline)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.start_loading()
+        yield
+        runtime.shutting_down = True
+        runtime.executor.shutdown()
+
+    app = FastAPI(
+        title="Livepeer AI Runner",
+        description="An application to run AI pipelines",
+        version=__version__,
+        lifespan=lifespan,
+        separate_input_output_schemas=False,
+        redirect_slashes=False,
+    )
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(pipeline_router(runtime))
+    app.include_router(system_router(runtime, metrics))
+    body_limit = settings.max_json_bytes  # JSON routes; upload routes add their file limits
+    app.add_middleware(
+        Gate,
+        runtime=runtime,
+        metrics=metrics,
+        route_path=pipeline.route.path,
+        declared=declared_error_codes(type(pipeline)) | {200, 422},
+        body_limit=body_limit,
+    )
+    return app

@@ -1,0 +1,70 @@
+"""The ``ai-runner`` command: ``serve`` (the container's command) and ``tiny-models``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _serve(_: argparse.Namespace) -> int:
+    # No network at run time: models come from MODEL_DIR only. Set before any hub import.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from runner.logs import configure_logging
+    from runner.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"ai-runner: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.verbose_logging)
+    from runner.server import serve
+
+    serve(settings)
+    return 0
+
+
+def _tiny_models(args: argparse.Namespace) -> int:
+    from runner.logs import configure_logging
+    from runner.tiny_models import RECIPES, build
+
+    configure_logging(verbose=False)
+    if args.list:
+        for name, recipe in RECIPES.items():
+            print(f"{name}\t{recipe.description}")
+        return 0
+    try:
+        build(Path(args.model_dir), only=args.only or None, seed=args.seed)
+    except ValueError as exc:
+        print(f"ai-runner: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ai-runner", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve", help="serve PIPELINE with MODEL_ID from MODEL_DIR (settings from the environment)"
+    )
+    serve.set_defaults(run=_serve)
+    tiny = commands.add_parser(
+        "tiny-models", help="write tiny random-weight models into a hub-cache folder"
+    )
+    tiny.add_argument("model_dir", nargs="?", default="./tiny-models", help="folder to write into")
+    tiny.add_argument("--only", action="append", metavar="ID", help="build only this model id")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--list", action="store_true", help="list the tiny models and exit")
+    tiny.set_defaults(run=_tiny_models)
+    args = parser.parse_args(argv)
+    logging.captureWarnings(True)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Where the model runs, in which precision, and how torch failures become typed errors.
+
+torch is imported inside the functions: the HTTP layer must not pay for it at import time.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from runner.errors import InferenceFailed, OutOfMemory, RunnerError
+from runner.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("runner.device")
+T = TypeVar("T")
+
+
+class DeviceUnusable(RunnerError):
+    """The accelerator is in a state no request can recover from: the runner must restart."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str  # "cuda" or "cpu"
+    dtype: torch.dtype
+    variant: str | None  # "fp16" when the model ships fp16 weights and they are used
+
+    def describe(self) -> str:
+        dtype = str(self.dtype).removeprefix("torch.")
+        return f"{self.device}/{dtype}" + (f" ({self.variant} weights)" if self.variant else "")
+
+
+def configure_torch(settings: Settings) -> None:
+    """Size torch's CPU thread pool so the event loop still gets a core."""
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set once in this process
+        pass
+
+
+def choose_device(settings: Settings) -> str:
+    import torch
+
+    if settings.device == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if settings.device == "cuda":
+        raise DeviceUnusable("DEVICE=cuda but no CUDA device is usable in this container")
+    return "cpu"
+
+
+def has_fp16_variant(model_path: Path) -> bool:
+    """Whether the snapshot ships ``*.fp16.safetensors`` weights (diffusers' ``variant``)."""
+    return any(model_path.rglob("*.fp16.safetensors"))
+
+
+def choose_placement(settings: Settings, device: str, model_path: Path) -> Placement:
+    """fp32 on the CPU; bf16 when ``BFLOAT16`` is set; else fp16 on CUDA."""
+    import torch
+
+    if device == "cpu":
+        return Placement("cpu", torch.float32, None)
+    if settings.bfloat16:
+        return Placement(device, torch.bfloat16, None)
+    return Placement(device, torch.float16, "fp16" if has_fp16_variant(model_path) else None)
+
+
+def free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _is_unrecoverable(exc: BaseException) -> bool:
+    """CUDA errors after which the context is unusable ("device-side assert", "illegal ...")."""
+    import torch
+
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    return isinstance(exc, accelerator_error) if accelerator_error else False
+
+
+def guarded(fn: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a pipeline call so torch failures surface as the runner's typed errors."""
+    import torch
+
+    def call(*args: object) -> T:
+        try:
+            return fn(*args)
+        except RunnerError:
+            raise
+        except torch.OutOfMemoryError:
+            log.warning("out of memory during inference; freeing the cache")
+            free_memory()
+            raise OutOfMemory() from None
+        except Exception as exc:
+            if _is_unrecoverable(exc):
+                raise DeviceUnusable(f"unrecoverable device error: {exc}") from exc
+            log.exception("inference failed")
+            raise InferenceFailed(f"Inference failed: {type(exc).__name__}.") from exc
+
+    return call

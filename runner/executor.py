@@ -1,0 +1,82 @@
+"""Bounded admission and the inference thread pool.
+
+A request is *admitted* (it holds a place) from the moment its headers arrive until its
+answer is sent; at most ``capacity + max_queue`` hold a place, the rest are refused at once.
+Admitted requests then wait, in order, for one of ``capacity`` slots, and the inference runs
+on a worker thread so the event loop keeps answering ``/health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class InferenceExecutor:
+    def __init__(self, capacity: int, max_queue: int) -> None:
+        self.capacity = capacity
+        self.max_queue = max_queue
+        self._pool = ThreadPoolExecutor(capacity, thread_name_prefix="inference")
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._running = 0
+        self._slots: asyncio.Semaphore | None = None
+
+    @property
+    def admitted(self) -> int:
+        """Requests accepted and not yet answered (waiting or running)."""
+        return self._admitted
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self._admitted - self._running)
+
+    def try_admit(self) -> bool:
+        with self._lock:
+            if self._admitted >= self.capacity + self.max_queue:
+                return False
+            self._admitted += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` on an inference thread once a slot is free.
+
+        The slot is given back when the thread finishes, not when the awaiting task does:
+        a cancelled request never lets more than ``capacity`` inferences run at once.
+        """
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.capacity)
+        loop = asyncio.get_running_loop()
+        await self._slots.acquire()
+        with self._lock:
+            self._running += 1
+        try:
+            future: Future[T] = self._pool.submit(fn, *args)
+        except BaseException:
+            self._finish(self._slots)
+            raise
+
+        slots = self._slots
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finish, slots))
+        return await asyncio.wrap_future(future)
+
+    def _finish(self, slots: asyncio.Semaphore) -> None:
+        with self._lock:
+            self._running -= 1
+        slots.release()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

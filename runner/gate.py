@@ -1,0 +1,225 @@
+"""The ASGI gate in front of the app: request ids, auth, admission, body limits, logs, metrics.
+
+It runs before FastAPI reads a body, so a request refused for its token or because the
+runner is full costs nothing: no body is read, no model is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from runner.auth import CHALLENGE, check_bearer
+from runner.errors import (
+    InferenceFailed,
+    InvalidInput,
+    Overloaded,
+    PayloadTooLarge,
+    RunnerError,
+    declared_status,
+    error_body,
+)
+from runner.metrics import Metrics
+from runner.runtime import Runtime, Timings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PUBLIC_PATHS = frozenset(
+    {
+        "/health",
+        "/version",
+        "/hardware/info",
+        "/hardware/stats",
+        "/metrics",
+        "/docs",
+        "/openapi.json",
+    }
+)
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+log = logging.getLogger("runner.requests")
+
+
+def normalise(path: str) -> str:
+    return path[:-1] if len(path) > 1 and path.endswith("/") else path
+
+
+class Gate:
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: Runtime,
+        metrics: Metrics,
+        route_path: str,
+        declared: frozenset[int],
+        body_limit: int,
+    ) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.metrics = metrics
+        self.route_path = route_path
+        self.declared = declared
+        self.body_limit = body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given_id = headers.get("x-request-id", "")
+        request_id = given_id if REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex[:16]
+        timings = Timings()
+        scope.setdefault("state", {}).update(request_id=request_id, timings=timings)
+        path = normalise(scope["path"])
+        started = time.perf_counter()
+        status = {"code": 500, "started": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.update(code=message["status"], started=True)
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        if path in PUBLIC_PATHS:
+            await self.app(scope, receive, send_with_id)
+            log.debug(
+                "request id=%s %s %s status=%d", request_id, scope["method"], path, status["code"]
+            )
+            return
+
+        is_pipeline = path == self.route_path and scope["method"] == "POST"
+        try:
+            if self.runtime.settings.token is not None:
+                check_bearer(headers.get("authorization"), self.runtime.settings.token)
+            if not is_pipeline:
+                await self.app(scope, receive, send_with_id)
+                return
+            await self._serve_pipeline(scope, receive, send_with_id, headers)
+        except RunnerError as error:
+            await self._refuse(error, send_with_id)
+        except Exception:
+            log.exception("request id=%s failed", request_id)
+            if not status["started"]:
+                await self._refuse(InferenceFailed("Internal server error."), send_with_id)
+        finally:
+            self._record(
+                request_id, scope["method"], path, status["code"], started, timings, is_pipeline
+            )
+
+    async def _serve_pipeline(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        runtime = self.runtime
+        if runtime.shutting_down:
+            raise Overloaded("The runner is shutting down; send the request elsewhere.")
+        if not runtime.executor.try_admit():
+            self.metrics.overloads.inc()
+            raise Overloaded(
+                f"The runner is at capacity ({runtime.executor.capacity} running, "
+                f"{runtime.executor.max_queue} queued); retry later."
+            )
+        try:
+            body = await self._read_body(receive, headers)
+            if body is None:  # the client went away before sending its body
+                return
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            runtime.executor.release()
+
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+        limit = self.body_limit
+        declared_length = headers.get("content-length", "")
+        if declared_length.isdigit() and int(declared_length) > limit:
+            raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes.")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes.")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(self, error: RunnerError, send: Send) -> None:
+        headers = []
+        if isinstance(error, Overloaded):
+            code = self.runtime.settings.overload_status
+            headers.append((b"retry-after", str(self.runtime.settings.retry_after).encode()))
+        else:
+            code = declared_status(error.status, self.declared)
+            if error.status == 401:
+                headers += [(k.lower().encode(), v.encode()) for k, v in CHALLENGE.items()]
+        if isinstance(error, InvalidInput | PayloadTooLarge):
+            log.info("refused: %s", error.message)
+        payload = json.dumps(error_body(error.message)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": code,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    def _record(
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        code: int,
+        started: float,
+        timings: Timings,
+        is_pipeline: bool,
+    ) -> None:
+        total = time.perf_counter() - started
+        route = path if is_pipeline else "other"
+        self.metrics.requests.labels(route=route, status=str(code)).inc()
+        if is_pipeline:
+            self.metrics.request_seconds.labels(route=route).observe(total)
+            if timings.inference:
+                self.metrics.queue_seconds.labels(route=route).observe(timings.queue)
+                self.metrics.inference_seconds.labels(route=route).observe(timings.inference)
+        log.info(
+            "request id=%s %s %s status=%d total_ms=%.1f queue_ms=%.1f inference_ms=%.1f "
+            "encode_ms=%.1f",
+            request_id,
+            method,
+            path,
+            code,
+            total * 1000,
+            timings.queue * 1000,
+            timings.inference * 1000,
+            timings.encode * 1000,
+        )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the already-read body, then the real channel."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,26 @@
+"""Logging: one format for the runner, uvicorn and the libraries it drives."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+
+def configure_logging(verbose: bool) -> None:
+    # diffusers renamed torch_dtype to dtype in 2026; the runner keeps the name that every
+    # supported diffusers release understands.
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "PIL", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

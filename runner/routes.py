@@ -1,0 +1,121 @@
+"""The routes: the status endpoints every runner has, and the one generic pipeline route."""
+
+from __future__ import annotations
+
+import inspect
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPBearer
+
+from pipelines.base import Pipeline
+from runner import hardware
+from runner.metrics import Metrics
+from runner.runtime import Runtime
+from runner.schemas import HardwareInformation, HardwareStats, HealthCheck, HTTPError, Version
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+}
+# Published in OpenAPI so clients send the token; enforced by the gate before the body is read.
+bearer_scheme = HTTPBearer(auto_error=False)
+
+
+def declared_error_codes(pipeline: type[Pipeline]) -> frozenset[int]:
+    return frozenset({400, 401, 500, *pipeline.route.extra_error_codes})
+
+
+def system_router(runtime: Runtime, metrics: Metrics) -> APIRouter:
+    router = APIRouter()
+    settings = runtime.settings
+
+    @router.get("/health", operation_id="health", summary="Health", response_model=HealthCheck)
+    async def health() -> HealthCheck:
+        return HealthCheck(status=runtime.health())
+
+    @router.get("/version", operation_id="version", summary="Version", response_model=Version)
+    async def version() -> Version:
+        return Version(
+            pipeline=settings.pipeline, model_id=settings.model_id, version=settings.version
+        )
+
+    @router.get(
+        "/hardware/info",
+        operation_id="hardware_info",
+        summary="Hardware Info",
+        response_model=HardwareInformation,
+    )
+    async def hardware_info() -> HardwareInformation:
+        gpus = await run_in_threadpool(hardware.gpu_info)
+        return HardwareInformation(
+            pipeline=settings.pipeline, model_id=settings.model_id, gpu_info=gpus
+        )
+
+    @router.get(
+        "/hardware/stats",
+        operation_id="hardware_stats",
+        summary="Hardware Stats",
+        response_model=HardwareStats,
+    )
+    async def hardware_stats() -> HardwareStats:
+        gpus = await run_in_threadpool(hardware.gpu_stats)
+        return HardwareStats(pipeline=settings.pipeline, model_id=settings.model_id, gpu_stats=gpus)
+
+    @router.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        metrics.health.state(runtime.health().value)
+        metrics.queue_depth.set(runtime.executor.waiting)
+        metrics.in_flight.set(runtime.executor.running)
+        if runtime.load_seconds is not None:
+            metrics.load_seconds.set(runtime.load_seconds)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return router
+
+
+def pipeline_router(runtime: Runtime) -> APIRouter:
+    """One POST route (and its trailing-slash alias) built from the pipeline's declared types."""
+    pipeline = runtime.pipeline
+    route = pipeline.route
+    router = APIRouter()
+
+    async def endpoint(request: Request, params) -> Response:  # noqa: ANN001 - typed below
+        runtime.check_model_id(params.model_id)
+        pipeline.check(params)
+        body = await runtime.infer(params, request.state.timings)
+        return Response(body, media_type="application/json")
+
+    endpoint.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(
+                "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+            ),
+            inspect.Parameter(
+                "params", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.params
+            ),
+        ]
+    )
+    responses = {
+        code: {"model": HTTPError, "description": ERROR_DESCRIPTIONS[code]}
+        for code in sorted(declared_error_codes(type(pipeline)))
+    }
+    for path, in_schema in ((route.path, True), (route.path + "/", False)):
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            operation_id=route.operation_id if in_schema else None,
+            summary=route.summary,
+            description=route.description,
+            tags=["generate"],
+            response_model=route.response,
+            responses=responses,
+            dependencies=[Depends(bearer_scheme)],
+            include_in_schema=in_schema,
+            openapi_extra={"x-speakeasy-name-override": route.sdk_name},
+        )
+    return router

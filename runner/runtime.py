@@ -1,0 +1,160 @@
+"""The live state of one runner: its pipeline, the model load, the executor, and health.
+
+Health is derived from this state whenever it is asked for, never stored separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from pydantic import BaseModel
+
+from pipelines.base import Pipeline
+from runner.device import DeviceUnusable, configure_torch, guarded
+from runner.errors import InvalidInput, ModelUnavailable, RunnerError
+from runner.executor import InferenceExecutor
+from runner.schemas import HealthStatus
+from runner.settings import Settings
+
+log = logging.getLogger("runner")
+
+
+class LoadState(Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class Timings:
+    """Where one request's time went, in seconds; filled in as it moves along."""
+
+    queue: float = 0.0
+    inference: float = 0.0
+    encode: float = 0.0
+
+
+class Runtime:
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.executor = InferenceExecutor(settings.capacity, settings.max_queue)
+        self.load_state = LoadState.LOADING
+        self.load_error: str | None = None
+        self.fatal: str | None = None
+        self.load_seconds: float | None = None
+        self.shutting_down = False
+        self._ready: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- health ---------------------------------------------------------------------------
+
+    def health(self) -> HealthStatus:
+        if self.load_state is LoadState.FAILED or self.fatal is not None:
+            return HealthStatus.ERROR
+        if self.load_state is LoadState.LOADING:
+            return HealthStatus.LOADING
+        return HealthStatus.OK if self.executor.admitted > 0 else HealthStatus.IDLE
+
+    def mark_unusable(self, reason: str) -> None:
+        """The device cannot serve again without a restart: /health says ERROR from now on."""
+        if self.fatal is None:
+            self.fatal = reason
+            log.error("error: %s; the runner must be restarted", reason)
+
+    # -- loading --------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        """Load the model on a background thread; the server answers meanwhile."""
+        self._loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        threading.Thread(target=self._load, name="model-loader", daemon=True).start()
+
+    def _load(self) -> None:
+        settings = self.settings
+        started = time.perf_counter()
+        log.info(
+            "loading %s model %s from MODEL_DIR=%s",
+            settings.pipeline,
+            settings.model_id,
+            settings.model_dir,
+        )
+        try:
+            configure_torch(settings)
+            self.pipeline.load()
+            loaded = time.perf_counter() - started
+            if settings.warmup:
+                log.info("warming up %s", self.pipeline.describe())
+                self.pipeline.warmup()
+        except RunnerError as exc:
+            self._finish_load(LoadState.FAILED, exc.message)
+        except Exception as exc:  # the cause goes to the log, with its traceback
+            log.exception("model load crashed")
+            self._finish_load(LoadState.FAILED, f"{type(exc).__name__}: {exc}")
+        else:
+            self.load_seconds = time.perf_counter() - started
+            log.info(
+                "loaded %s in %.1fs (load %.1fs, warm-up %.1fs); ready",
+                self.pipeline.describe(),
+                self.load_seconds,
+                loaded,
+                self.load_seconds - loaded,
+            )
+            self._finish_load(LoadState.READY, None)
+
+    def _finish_load(self, state: LoadState, failure: str | None) -> None:
+        if failure is not None:
+            log.error("error: loading %s failed: %s", self.settings.model_id, failure)
+        self.load_error = failure
+        self.load_state = state
+        if self._loop is not None and self._ready is not None:
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def wait_ready(self) -> None:
+        """Wait for the load to end; a request that arrived while loading then runs."""
+        if self._ready is not None:
+            await self._ready.wait()
+        if self.load_state is not LoadState.READY:
+            raise ModelUnavailable(
+                f"Model {self.settings.model_id} failed to load: {self.load_error}"
+            )
+
+    # -- requests -------------------------------------------------------------------------
+
+    def check_model_id(self, requested: str) -> None:
+        if requested and requested != self.settings.model_id:
+            raise InvalidInput(
+                f"pipeline configured with {self.settings.model_id} but called with {requested}."
+            )
+
+    async def infer(self, params: BaseModel, timings: Timings) -> bytes:
+        """Run one request through the pipeline; the answer body as JSON bytes."""
+        predict = guarded(self.pipeline.predict)
+
+        def timed_predict() -> object:
+            started = time.perf_counter()
+            try:
+                return predict(params)
+            finally:
+                timings.inference = time.perf_counter() - started
+
+        arrived = time.perf_counter()
+        await self.wait_ready()
+        try:
+            output = await self.executor.run(timed_predict)
+        except DeviceUnusable as exc:
+            self.mark_unusable(exc.message)
+            raise
+        finished = time.perf_counter()
+        timings.queue = finished - arrived - timings.inference
+        body = await asyncio.to_thread(self._encode, output)
+        timings.encode = time.perf_counter() - finished
+        return body
+
+    def _encode(self, output: object) -> bytes:
+        return self.pipeline.encode(output).model_dump_json().encode()

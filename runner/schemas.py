@@ -1,0 +1,100 @@
+"""Answer bodies shared by every pipeline, named and shaped as in the reference OpenAPI."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+def _plain_integer(schema: dict) -> None:
+    schema.pop("anyOf", None)
+    schema.pop("default", None)
+    schema["type"] = "integer"
+
+
+def optional_int(description: str) -> int | None:
+    """An integer field that may be left out, published as a plain ``integer`` like the
+    reference does (pydantic would publish ``anyOf: [integer, null]``)."""
+    return Field(None, description=description, json_schema_extra=_plain_integer)
+
+
+class APIError(BaseModel):
+    """API error response model."""
+
+    msg: str = Field(description="The error message.")
+
+
+class HTTPError(BaseModel):
+    """HTTP error response model."""
+
+    detail: APIError = Field(description="Detailed error information.")
+
+
+class Media(BaseModel):
+    """A media object containing information about the generated media."""
+
+    url: str = Field(description="The URL where the media can be accessed.")
+    seed: int = Field(description="The seed used to generate the media.")
+    nsfw: bool = Field(description="Whether the media was flagged as NSFW.")
+
+
+class ImageResponse(BaseModel):
+    """Response model for image generation."""
+
+    images: list[Media] = Field(description="The generated images.")
+
+
+class HealthStatus(str, Enum):
+    LOADING = "LOADING"
+    OK = "OK"
+    ERROR = "ERROR"
+    IDLE = "IDLE"
+
+
+class HealthCheck(BaseModel):
+    status: HealthStatus = Field(description="The health status of the pipeline")
+
+
+class Version(BaseModel):
+    pipeline: str
+    model_id: str
+    version: str = Field(description="The version of the Runner")
+
+
+class GPUComputeInfo(BaseModel):
+    """Model for detailed GPU compute information."""
+
+    id: str
+    name: str
+    memory_total: int
+    memory_free: int
+    major: int
+    minor: int
+
+
+class GPUUtilizationInfo(BaseModel):
+    """Model for GPU utilization statistics."""
+
+    id: str
+    name: str
+    memory_total: int
+    memory_free: int
+    utilization_compute: int
+    utilization_memory: int
+
+
+class HardwareInformation(BaseModel):
+    """Response model for GPU information."""
+
+    pipeline: str
+    model_id: str
+    gpu_info: dict[int, GPUComputeInfo]
+
+
+class HardwareStats(BaseModel):
+    """Response model for real-time GPU statistics."""
+
+    pipeline: str
+    model_id: str
+    gpu_stats: dict[int, GPUUtilizationInfo]

@@ -1,0 +1,133 @@
+"""Every setting the runner reads, from the environment, validated once at start-up.
+
+Pipelines receive this object; nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.registry import default_model_id, pipeline_names
+from runner import __version__
+
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+)
+MiB = 1024 * 1024
+
+
+def _default_torch_threads() -> int:
+    """Leave one core to the event loop, so /health answers while torch computes."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", env_ignore_empty=True, frozen=True
+    )
+
+    pipeline: str = Field(description="The pipeline this container serves.")
+    model_id: str = Field("", description="Hugging Face id of the model; the pipeline's default.")
+    model_dir: Path = Field(Path("/models"), description="Hugging Face hub cache holding models.")
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    auth_token: SecretStr | None = Field(None, description="Bearer token required when set.")
+    version: str = Field(__version__, description="Semver reported by /version.")
+    verbose_logging: bool = False
+
+    sfast: bool = False
+    deepcache: bool = False
+    bfloat16: bool = False
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    torch_threads: int = Field(default_factory=_default_torch_threads, ge=1)
+    warmup: bool = Field(True, description="Run the model once while /health says LOADING.")
+
+    capacity: int = Field(1, ge=1, description="Inferences that run at once.")
+    max_queue: int = Field(16, ge=0, description="Requests allowed to wait for a slot.")
+    overload_status: Literal[500, 503] = 500
+    retry_after: int = Field(5, ge=1, description="Seconds in Retry-After on overload.")
+    shutdown_grace: float = Field(30.0, ge=0, description="Seconds in-flight work gets on SIGTERM.")
+
+    max_json_bytes: int = Field(1 * MiB, ge=1024)
+    max_image_bytes: int = Field(10 * MiB, ge=1024)
+    max_audio_bytes: int = Field(50 * MiB, ge=1024)
+
+    image_size_min: int = Field(64, ge=8)
+    image_size_max: int = Field(2048, ge=8)
+    max_inference_steps: int = Field(150, ge=1)
+    max_images_per_request: int = Field(8, ge=1)
+
+    safety_checker: bool = Field(True, description="Load the safety checker at start-up.")
+    safety_checker_id: str = "CompVis/stable-diffusion-safety-checker"
+
+    @field_validator("pipeline")
+    @classmethod
+    def _known_pipeline(cls, value: str) -> str:
+        if value not in pipeline_names():
+            raise ValueError(f"must be one of {', '.join(pipeline_names())}")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        if not SEMVER.match(value):
+            raise ValueError("must be a semantic version such as 0.3.1 (the worker ignores others)")
+        return value
+
+    @field_validator("model_id", "safety_checker_id")
+    @classmethod
+    def _hub_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+            raise ValueError("must be a Hugging Face id of the form org/name")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.model_id:
+            object.__setattr__(self, "model_id", default_model_id(self.pipeline))
+        if self.image_size_min > self.image_size_max:
+            raise ValueError("IMAGE_SIZE_MIN must not exceed IMAGE_SIZE_MAX")
+        return self
+
+    @property
+    def token(self) -> str | None:
+        return self.auth_token.get_secret_value() if self.auth_token else None
+
+
+class SettingsError(Exception):
+    """A setting with a bad value; the message is one line meant for the operator."""
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings from the process environment."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    if not error["loc"]:
+        return f"invalid settings: {error['msg'].removeprefix('Value error, ')}"
+    name = str(error["loc"][0])
+    env_name = name.upper()
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{env_name} is not set: it is required ({_allowed(name)})"
+    value = error.get("input")
+    return f"invalid setting {env_name}={value!r}: {message}"
+
+
+def _allowed(name: str) -> str:
+    if name == "pipeline":
+        return f"one of {', '.join(pipeline_names())}"
+    field = Settings.model_fields[name]
+    return field.description or "see the README"

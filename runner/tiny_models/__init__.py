@@ -1,0 +1,56 @@
+"""Tiny random-weight models of the real architectures, written into a hub cache.
+
+Tests and the README's quick start load these through exactly the path a real model takes
+(``from_pretrained`` on the hub cache in ``MODEL_DIR``). Each is built deterministically
+from a seed, with real tokenizer files, under an id that says what it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from runner.tiny_models import diffusion
+from runner.tiny_models.hub_layout import snapshot_folder
+
+log = logging.getLogger("runner.tiny_models")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    build: Callable[[Path, int], None]
+    description: str
+    version: str = "1"
+
+
+TINY_SD = "tiny-random/stable-diffusion-v1-5"
+TINY_SDXL = "tiny-random/stable-diffusion-xl"
+TINY_SAFETY_CHECKER = "tiny-random/safety-checker"
+TINY_SAFETY_CHECKER_STRICT = "tiny-random/safety-checker-flags-everything"
+
+RECIPES: dict[str, Recipe] = {
+    TINY_SD: Recipe(diffusion.build_sd15, "Stable Diffusion 1.x pipeline (text-to-image)"),
+    TINY_SDXL: Recipe(diffusion.build_sdxl, "Stable Diffusion XL pipeline (text-to-image)"),
+    TINY_SAFETY_CHECKER: Recipe(diffusion.build_safety_checker, "safety checker"),
+    TINY_SAFETY_CHECKER_STRICT: Recipe(
+        partial(diffusion.build_safety_checker, flag_everything=True),
+        "safety checker that flags every image",
+    ),
+}
+
+
+def build(model_dir: Path, only: list[str] | None = None, seed: int = 0) -> list[str]:
+    """Write the tiny models (all, or those in ``only``) into ``model_dir``; their ids."""
+    names = only or list(RECIPES)
+    unknown = [name for name in names if name not in RECIPES]
+    if unknown:
+        raise ValueError(f"unknown tiny models {unknown}; known: {', '.join(RECIPES)}")
+    for name in names:
+        recipe = RECIPES[name]
+        folder = snapshot_folder(model_dir, name, recipe.version)
+        recipe.build(folder, seed)
+        log.info("wrote %s (%s) to %s", name, recipe.description, folder)
+    return names

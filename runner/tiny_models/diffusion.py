@@ -1,0 +1,198 @@
+"""Tiny random-weight diffusion models: the real classes and config formats, shrunk.
+
+The VAEs keep four blocks, so images map to latents 8x smaller as in the real models, and
+self-attention sits only at the lowest resolution, so a 1024x576 image stays cheap on a CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.tiny_models.clip_tokenizer import save_clip_tokenizer
+
+TEXT_HIDDEN = 32
+
+
+def _seeded(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _vae(scaling_factor: float):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(4, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=256,
+        scaling_factor=scaling_factor,
+    )
+
+
+def _text_config(vocab_size: int, projection_dim: int = TEXT_HIDDEN):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+        hidden_act="quick_gelu",
+    )
+
+
+def _image_processor():
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 224})
+
+
+def _safety_checker(flag_everything: bool):
+    """A tiny ``StableDiffusionSafetyChecker``. Its concept thresholds are what the real one
+    compares cosine similarities against: -1 makes every image count as flagged."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig
+
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": TEXT_HIDDEN,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "vocab_size": 1000,
+            "bos_token_id": 998,
+            "eos_token_id": 999,
+            "pad_token_id": 999,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 224,
+            "patch_size": 32,
+        },
+        projection_dim=TEXT_HIDDEN,
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds.normal_()
+        checker.special_care_embeds.normal_()
+        threshold = -1.0 if flag_everything else 1.0
+        checker.concept_embeds_weights.fill_(threshold)
+        checker.special_care_embeds_weights.fill_(threshold)
+    return checker
+
+
+def build_safety_checker(folder: Path, seed: int, flag_everything: bool = False) -> None:
+    _seeded(seed)
+    _safety_checker(flag_everything).save_pretrained(folder)
+    _image_processor().save_pretrained(folder)
+
+
+def build_sd15(folder: Path, seed: int) -> None:
+    """Stable Diffusion 1.x: one CLIP text encoder, PNDM, a bundled safety checker."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    _seeded(seed)
+    vocab_size = save_clip_tokenizer(folder / "tokenizer")
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=8,
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=_vae(0.18215),
+        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=_safety_checker(flag_everything=False),
+        feature_extractor=_image_processor(),
+        requires_safety_checker=True,
+    )
+    pipeline.save_pretrained(folder)
+    save_clip_tokenizer(folder / "tokenizer")
+
+
+def build_sdxl(folder: Path, seed: int) -> None:
+    """Stable Diffusion XL: two CLIP text encoders, micro-conditioning, Euler."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    _seeded(seed)
+    vocab_size = save_clip_tokenizer(folder / "tokenizer")
+    save_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
+    time_embed_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=128,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        cross_attention_dim=2 * TEXT_HIDDEN,  # both encoders' hidden states, concatenated
+        attention_head_dim=(2, 4, 4),
+        transformer_layers_per_block=(1, 1, 2),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + TEXT_HIDDEN,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+        interpolation_type="linear",
+        prediction_type="epsilon",
+        use_karras_sigmas=False,
+    )
+    pipeline = StableDiffusionXLPipeline(
+        vae=_vae(0.13025),
+        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(vocab_size)),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+    )
+    pipeline.save_pretrained(folder)
+    save_clip_tokenizer(folder / "tokenizer")
+    save_clip_tokenizer(folder / "tokenizer_2", pad_token="!")

@@ -1,0 +1,147 @@
+"""Shared fixtures: the tiny models (built once per session) and runners serving them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from runner.app import create_app
+from runner.settings import Settings
+from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, build
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    build(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_settings(model_dir: Path):
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "pipeline": "text-to-image",
+            "model_id": TINY_SD,
+            "model_dir": model_dir,
+            "safety_checker_id": TINY_SAFETY_CHECKER,
+            "warmup": False,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+def wait_for_status(client, wanted: set[str], timeout: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get("/health").json()["status"]
+        if status in wanted:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"/health never reached {wanted}")
+
+
+@contextmanager
+def serving(settings: Settings, wait: bool = True) -> Iterator[TestClient]:
+    """The app in-process (lifespan included), ready to answer when ``wait``."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        if wait:
+            wait_for_status(client, {"IDLE", "ERROR"})
+        yield client
+
+
+@pytest.fixture(scope="module")
+def sd_client(make_settings) -> Iterator[TestClient]:
+    with serving(make_settings()) as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunnerProcess:
+    """``ai-runner serve`` in a child process, as the container runs it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.log_file = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", "serve"],
+            env=full_env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runner exited early:\n{self.log()}")
+            try:
+                httpx.get(self.url + "/health", timeout=1.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError(f"runner never listened:\n{self.log()}")
+
+    def wait_status(self, wanted: set[str], timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = httpx.get(self.url + "/health", timeout=5.0).json()["status"]
+            if status in wanted:
+                return status
+            time.sleep(0.1)
+        raise AssertionError(f"/health never reached {wanted}:\n{self.log()}")
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log_file.close()
+
+
+@pytest.fixture
+def runner_process(model_dir: Path, tmp_path: Path):
+    started: list[RunnerProcess] = []
+
+    def start(**env: str) -> RunnerProcess:
+        values = {
+            "PIPELINE": "text-to-image",
+            "MODEL_ID": TINY_SD,
+            "MODEL_DIR": str(model_dir),
+            "SAFETY_CHECKER_ID": TINY_SAFETY_CHECKER,
+            "WARMUP": "false",
+        }
+        values.update(env)
+        runner = RunnerProcess(values, tmp_path / f"runner{len(started)}.log")
+        started.append(runner)
+        runner.wait_listening()
+        return runner
+
+    yield start
+    for runner in started:
+        runner.stop()

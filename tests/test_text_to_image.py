@@ -1,0 +1,112 @@
+"""text-to-image end to end, over HTTP, on the tiny models loaded through the real path."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import serving
+from helpers import decode_image, max_pixel_difference, pixels
+
+from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SDXL
+
+SMALL = {"width": 96, "height": 64, "num_inference_steps": 2}
+
+
+def generate(client, **fields):
+    response = client.post("/text-to-image", json={"prompt": "a cat", **SMALL, **fields})
+    assert response.status_code == 200, response.text
+    return response.json()["images"]
+
+
+def test_images_have_the_requested_size_and_count(sd_client):
+    images = generate(sd_client, width=128, height=72, num_images_per_prompt=3, seed=7)
+    assert len(images) == 3
+    for image in images:
+        decoded = decode_image(image["url"])
+        assert decoded.size == (128, 72)
+        assert decoded.mode == "RGB"
+        assert image["nsfw"] is False
+
+
+def test_image_i_uses_seed_s_plus_i_and_reproduces(sd_client):
+    batch = generate(sd_client, seed=100, num_images_per_prompt=2)
+    assert [image["seed"] for image in batch] == [100, 101]
+    second_alone = generate(sd_client, seed=101)
+    # Batched kernels may round differently in the last bit: same image, not same bytes.
+    assert max_pixel_difference(second_alone[0]["url"], batch[1]["url"]) <= 2
+    again = generate(sd_client, seed=100, num_images_per_prompt=2)
+    assert [pixels(i["url"]) for i in again] == [pixels(i["url"]) for i in batch]
+    other = generate(sd_client, seed=5)
+    assert pixels(other[0]["url"]) != pixels(batch[0]["url"])
+
+
+def test_no_seed_picks_one_and_reports_it(sd_client):
+    first = generate(sd_client)[0]
+    second = generate(sd_client)[0]
+    assert isinstance(first["seed"], int) and first["seed"] != second["seed"]
+    replay = generate(sd_client, seed=first["seed"])[0]
+    assert pixels(replay["url"]) == pixels(first["url"])
+
+
+def test_negative_prompt_changes_the_image(sd_client):
+    plain = generate(sd_client, seed=3)[0]
+    negative = generate(sd_client, seed=3, negative_prompt="blurry")[0]
+    assert pixels(plain["url"]) != pixels(negative["url"])
+
+
+def test_single_encoder_model_takes_a_pipe_literally(sd_client):
+    generate(sd_client, prompt="a|b|c|d", seed=1)
+
+
+@pytest.fixture(scope="module")
+def sdxl_client(make_settings):
+    with serving(make_settings(model_id=TINY_SDXL)) as client:
+        yield client
+
+
+def test_sdxl_splits_prompts_for_its_two_encoders(sdxl_client):
+    one = generate(sdxl_client, prompt="a cat", seed=9)[0]
+    same = generate(sdxl_client, prompt="a cat|a cat", seed=9)[0]
+    two = generate(sdxl_client, prompt="a cat|a dog", seed=9)[0]
+    assert decode_image(one["url"]).size == (96, 64)
+    # With no second prompt, SDXL feeds the first to both encoders.
+    assert pixels(one["url"]) == pixels(same["url"])
+    assert pixels(one["url"]) != pixels(two["url"])
+    negative = generate(sdxl_client, prompt="a cat", negative_prompt="ugly|blurry", seed=9)[0]
+    assert pixels(negative["url"]) != pixels(one["url"])
+
+
+def test_sdxl_refuses_more_prompts_than_encoders(sdxl_client):
+    response = sdxl_client.post("/text-to-image", json={"prompt": "a|b|c", **SMALL})
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": {"msg": "prompt has 3 '|'-separated prompts but this model takes at most 2."}
+    }
+
+
+def test_nsfw_flags_come_from_the_safety_checker_model(make_settings):
+    with serving(make_settings(safety_checker_id=TINY_SAFETY_CHECKER_STRICT)) as client:
+        flagged = generate(client, num_images_per_prompt=2, seed=1)
+        assert [image["nsfw"] for image in flagged] == [True, True]
+        checked = generate(client, seed=1)
+        unchecked = generate(client, safety_check=False, seed=1)
+        assert checked[0]["nsfw"] is True and unchecked[0]["nsfw"] is False
+        # The checker flags; it does not black the image out.
+        assert pixels(unchecked[0]["url"]) == pixels(checked[0]["url"])
+        assert decode_image(checked[0]["url"]).getextrema() != ((0, 0), (0, 0), (0, 0))
+
+
+def test_missing_safety_checker_fails_the_load_with_the_fix(make_settings):
+    with serving(make_settings(safety_checker_id="CompVis/absent-checker")) as client:
+        assert client.get("/health").json() == {"status": "ERROR"}
+        response = client.post("/text-to-image", json={"prompt": "a cat", **SMALL})
+        assert response.status_code == 500
+        message = response.json()["detail"]["msg"]
+        assert "CompVis/absent-checker" in message
+        assert "SAFETY_CHECKER=false" in message
+
+
+def test_safety_checker_can_be_turned_off(make_settings):
+    settings = make_settings(safety_checker_id="CompVis/absent-checker", safety_checker=False)
+    with serving(settings) as client:
+        assert client.get("/health").json() == {"status": "IDLE"}
+        assert generate(client, seed=1)[0]["nsfw"] is False
