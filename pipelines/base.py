@@ -10,7 +10,7 @@ slot, and ``encode`` on a worker thread after the slot is given back.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -32,6 +32,7 @@ class Route:
     params: type[BaseModel]
     response: type[BaseModel]
     sdk_name: str  # the reference's x-speakeasy-name-override
+    example: dict = field(default_factory=dict)  # a small request, for docs and the log
     extra_error_codes: tuple[int, ...] = ()  # 413/415 where the reference declares them
 
 

@@ -19,11 +19,6 @@ def in_range(field: str, value: float, low: float, high: float) -> None:
         raise InvalidInput(f"{field} must be between {low} and {high}, got {value}.")
 
 
-def at_least(field: str, value: float, low: float) -> None:
-    if not math.isfinite(value) or value < low:
-        raise InvalidInput(f"{field} must be a number of at least {low}, got {value}.")
-
-
 def multiple_of(field: str, value: int, step: int) -> None:
     if value % step:
         raise InvalidInput(f"{field} must be a multiple of {step}, got {value}.")

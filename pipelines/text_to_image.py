@@ -85,6 +85,7 @@ class TextToImage(Pipeline[TextToImageParams, GeneratedImages]):
         params=TextToImageParams,
         response=ImageResponse,
         sdk_name="textToImage",
+        example={"prompt": "a lighthouse at dusk", "width": 512, "height": 512, "seed": 1},
     )
 
     pipe: Any = None
@@ -150,7 +151,7 @@ class TextToImage(Pipeline[TextToImageParams, GeneratedImages]):
         checks.in_range(
             "num_images_per_prompt", params.num_images_per_prompt, 1, s.max_images_per_request
         )
-        checks.at_least("guidance_scale", params.guidance_scale, 0)
+        checks.in_range("guidance_scale", params.guidance_scale, 0, s.max_guidance_scale)
         checks.seed(params.seed)
         if params.loras.strip() not in ("", "{}"):
             raise InvalidInput("loras: LoRA adapters are not supported by this runner yet.")

@@ -5,6 +5,7 @@ torch is imported inside the functions: the HTTP layer must not pay for it at im
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from collections.abc import Callable
@@ -42,10 +43,8 @@ def configure_torch(settings: Settings) -> None:
     import torch
 
     torch.set_num_threads(settings.torch_threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # it may be set only once per process
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set once in this process
-        pass
 
 
 def choose_device(settings: Settings) -> str:

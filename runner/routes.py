@@ -86,8 +86,11 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
     async def endpoint(request: Request, params) -> Response:  # noqa: ANN001 - typed below
         runtime.check_model_id(params.model_id)
         pipeline.check(params)
-        body = await runtime.infer(params, request.state.timings)
-        return Response(body, media_type="application/json")
+        timings = request.state.timings
+        body = await runtime.infer(params, timings)
+        return Response(
+            body, media_type="application/json", headers={"server-timing": timings.header()}
+        )
 
     endpoint.__signature__ = inspect.Signature(
         [

@@ -6,6 +6,7 @@ Health is derived from this state whenever it is asked for, never stored separat
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -37,6 +38,11 @@ class Timings:
     queue: float = 0.0
     inference: float = 0.0
     encode: float = 0.0
+
+    def header(self) -> str:
+        """The W3C ``Server-Timing`` header value, in milliseconds."""
+        parts = {"queue": self.queue, "inference": self.inference, "encode": self.encode}
+        return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in parts.items())
 
 
 class Runtime:
@@ -84,6 +90,12 @@ class Runtime:
             settings.model_id,
             settings.model_dir,
         )
+        for flag in ("sfast", "deepcache"):
+            if getattr(settings, flag):
+                log.warning(
+                    "%s=true: acceleration is not available in this release; serving uncompiled",
+                    flag.upper(),
+                )
         try:
             configure_torch(settings)
             self.pipeline.load()
@@ -106,6 +118,7 @@ class Runtime:
                 self.load_seconds - loaded,
             )
             self._finish_load(LoadState.READY, None)
+            log.info("try it: %s", self.example_curl())
 
     def _finish_load(self, state: LoadState, failure: str | None) -> None:
         if failure is not None:
@@ -114,6 +127,15 @@ class Runtime:
         self.load_state = state
         if self._loop is not None and self._ready is not None:
             self._loop.call_soon_threadsafe(self._ready.set)
+
+    def example_curl(self) -> str:
+        route = self.pipeline.route
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::") else self.settings.host
+        auth = ' -H "Authorization: Bearer $AUTH_TOKEN"' if self.settings.token else ""
+        return (
+            f"curl -s -X POST http://{host}:{self.settings.port}{route.path}{auth} "
+            f"-H 'Content-Type: application/json' -d '{json.dumps(route.example)}'"
+        )
 
     async def wait_ready(self) -> None:
         """Wait for the load to end; a request that arrived while loading then runs."""

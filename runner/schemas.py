@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,7 +46,7 @@ class ImageResponse(BaseModel):
     images: list[Media] = Field(description="The generated images.")
 
 
-class HealthStatus(str, Enum):
+class HealthStatus(StrEnum):
     LOADING = "LOADING"
     OK = "OK"
     ERROR = "ERROR"
@@ -53,7 +54,9 @@ class HealthStatus(str, Enum):
 
 
 class HealthCheck(BaseModel):
-    status: HealthStatus = Field(description="The health status of the pipeline")
+    status: Literal["LOADING", "OK", "ERROR", "IDLE"] = Field(
+        description="The health status of the pipeline"
+    )
 
 
 class Version(BaseModel):

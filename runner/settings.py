@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     image_size_max: int = Field(2048, ge=8)
     max_inference_steps: int = Field(150, ge=1)
     max_images_per_request: int = Field(8, ge=1)
+    max_guidance_scale: float = Field(50.0, ge=0)
 
     safety_checker: bool = Field(True, description="Load the safety checker at start-up.")
     safety_checker_id: str = "CompVis/stable-diffusion-safety-checker"

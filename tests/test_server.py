@@ -1,0 +1,130 @@
+"""``ai-runner serve`` as a process: start-up errors, /health under load, SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+LONG = {"prompt": "a cat", "width": 1024, "height": 576, "num_inference_steps": 60, "seed": 1}
+
+
+def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path):
+    env = {**os.environ, "PIPELINE": "text-to-image", "CAPACITY": "many"}
+    done = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("ai-runner: error: invalid setting CAPACITY='many': ")
+
+
+def test_an_unknown_pipeline_names_the_allowed_ones():
+    env = {**os.environ, "PIPELINE": "text-to-everything"}
+    done = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "ai-runner: error: invalid setting PIPELINE='text-to-everything': "
+        "must be one of text-to-image"
+    )
+
+
+def test_health_answers_within_a_second_while_a_long_inference_runs(runner_process):
+    runner = runner_process()
+    runner.wait_status({"IDLE"})
+    result: dict = {}
+
+    def generate():
+        result["response"] = httpx.post(runner.url + "/text-to-image", json=LONG, timeout=300)
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    statuses = []
+    # A poll that takes longer than 1 s raises ReadTimeout and fails the test.
+    with httpx.Client(base_url=runner.url, timeout=httpx.Timeout(1.0)) as client:
+        while worker.is_alive():
+            statuses.append(client.get("/health").json()["status"])
+            time.sleep(0.1)
+        after = client.get("/health").json()["status"]
+    worker.join()
+    assert result["response"].status_code == 200
+    assert statuses.count("OK") >= 10, statuses  # the inference took seconds, and said so
+    assert set(statuses) <= {"OK", "IDLE"}
+    assert after == "IDLE"
+    log = runner.log()
+    assert "loaded tiny-random/stable-diffusion-v1-5" in log
+    assert "request id=" in log and "POST /text-to-image status=200" in log
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(runner_process):
+    runner = runner_process(SHUTDOWN_GRACE="60")
+    runner.wait_status({"IDLE"})
+    result: dict = {}
+
+    def generate():
+        result["response"] = httpx.post(runner.url + "/text-to-image", json=LONG, timeout=300)
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    runner.wait_status({"OK"})
+    runner.proc.send_signal(signal.SIGTERM)
+    worker.join()
+    assert result["response"].status_code == 200
+    assert len(result["response"].json()["images"]) == 1
+    assert runner.proc.wait(30) == 0
+
+
+def test_a_second_sigterm_exits_at_once(runner_process):
+    runner = runner_process(SHUTDOWN_GRACE="120")
+    runner.wait_status({"IDLE"})
+    worker = threading.Thread(
+        target=lambda: _ignore_errors(
+            lambda: httpx.post(runner.url + "/text-to-image", json=LONG, timeout=300)
+        )
+    )
+    worker.start()
+    runner.wait_status({"OK"})
+    runner.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert runner.proc.poll() is None  # still finishing the request in flight
+    runner.proc.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(10) == 0
+    worker.join()
+    assert "second SIGTERM: exiting now" in runner.log()
+
+
+def test_the_grace_period_ends_the_wait(runner_process):
+    runner = runner_process(SHUTDOWN_GRACE="1")
+    runner.wait_status({"IDLE"})
+    worker = threading.Thread(
+        target=lambda: _ignore_errors(
+            lambda: httpx.post(runner.url + "/text-to-image", json=LONG, timeout=300)
+        )
+    )
+    worker.start()
+    runner.wait_status({"OK"})
+    runner.proc.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(15) == 0
+    worker.join()
+
+
+def _ignore_errors(call):
+    with contextlib.suppress(httpx.HTTPError):
+        call()

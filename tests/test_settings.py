@@ -1,0 +1,94 @@
+"""Settings from the environment: defaults, and one clear line for each bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner import __version__
+from runner.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in ("PIPELINE", "MODEL_ID", "MODEL_DIR", "CAPACITY", "VERSION", "AUTH_TOKEN", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIPELINE", "text-to-image")
+
+
+def test_defaults_work_with_only_the_pipeline_set():
+    settings = load_settings()
+    assert settings.model_id == "SG161222/RealVisXL_V4.0_Lightning"
+    assert settings.model_dir == Path("/models")
+    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+    assert settings.version == __version__
+    assert (settings.capacity, settings.max_queue) == (1, 16)
+    assert settings.token is None and settings.overload_status == 500
+    assert settings.max_image_bytes == 10 * 1024 * 1024
+    assert settings.max_audio_bytes == 50 * 1024 * 1024
+
+
+def test_values_are_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MODEL_ID", "org/model")
+    monkeypatch.setenv("VERBOSE_LOGGING", "1")
+    monkeypatch.setenv("SFAST", "true")
+    monkeypatch.setenv("CAPACITY", "4")
+    monkeypatch.setenv("AUTH_TOKEN", "s3cret-token")
+    settings = load_settings()
+    assert settings.model_id == "org/model" and settings.verbose_logging and settings.sfast
+    assert settings.capacity == 4 and settings.token == "s3cret-token"
+    assert "s3cret" not in repr(settings)
+
+
+def test_an_empty_variable_means_the_default(monkeypatch):
+    monkeypatch.setenv("AUTH_TOKEN", "")
+    monkeypatch.setenv("CAPACITY", "")
+    settings = load_settings()
+    assert settings.token is None and settings.capacity == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        (
+            "CAPACITY",
+            "0",
+            "invalid setting CAPACITY='0': Input should be greater than or equal to 1",
+        ),
+        ("PORT", "http", "invalid setting PORT='http': Input should be a valid integer"),
+        (
+            "OVERLOAD_STATUS",
+            "429",
+            "invalid setting OVERLOAD_STATUS='429': Input should be 500 or 503",
+        ),
+        (
+            "VERSION",
+            "latest",
+            "invalid setting VERSION='latest': must be a semantic version such as 0.3.1 "
+            "(the worker ignores others)",
+        ),
+        (
+            "MODEL_ID",
+            "not an id",
+            "invalid setting MODEL_ID='not an id': must be a Hugging Face id of the form org/name",
+        ),
+        ("SFAST", "maybe", "invalid setting SFAST='maybe': Input should be a valid boolean"),
+    ],
+)
+def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(
+    monkeypatch, name, value, expected
+):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+def test_a_missing_pipeline_is_named(monkeypatch):
+    monkeypatch.delenv("PIPELINE")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == "PIPELINE is not set: it is required (one of text-to-image)"

@@ -1,0 +1,44 @@
+"""The tiny-model builder: hub-cache layout, real tokenizer files, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from runner.cli import main
+from runner.hub import locate_model
+from runner.tiny_models import TINY_SD, TINY_SDXL
+
+
+def _digest(folder):
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*.safetensors"))
+    }
+
+
+def test_models_are_in_the_hub_cache_layout(model_dir):
+    for model_id in (TINY_SD, TINY_SDXL):
+        snapshot = locate_model(model_dir, model_id)
+        root = model_dir / ("models--" + model_id.replace("/", "--"))
+        assert snapshot.parent == root / "snapshots"
+        assert (root / "refs" / "main").read_text() == snapshot.name
+        index = json.loads((snapshot / "model_index.json").read_text())
+        assert index["_class_name"] in {"StableDiffusionPipeline", "StableDiffusionXLPipeline"}
+        for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+            assert (snapshot / "tokenizer" / name).exists()
+        vocab = json.loads((snapshot / "tokenizer" / "vocab.json").read_text())
+        assert {"<|startoftext|>", "<|endoftext|>"} <= set(vocab)
+
+
+def test_the_cli_builds_the_same_weights_from_the_same_seed(tmp_path, model_dir):
+    assert main(["tiny-models", str(tmp_path), "--only", TINY_SD]) == 0
+    rebuilt = _digest(locate_model(tmp_path, TINY_SD))
+    assert rebuilt and rebuilt == _digest(locate_model(model_dir, TINY_SD))
+    assert main(["tiny-models", str(tmp_path / "other"), "--only", TINY_SD, "--seed", "1"]) == 0
+    assert _digest(locate_model(tmp_path / "other", TINY_SD)) != rebuilt
+
+
+def test_an_unknown_tiny_model_is_an_error(tmp_path, capsys):
+    assert main(["tiny-models", str(tmp_path), "--only", "tiny-random/nothing"]) == 2
+    assert "unknown tiny models" in capsys.readouterr().err
