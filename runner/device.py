@@ -65,14 +65,18 @@ def has_fp16_variant(model_path: Path) -> bool:
 
 
 def choose_placement(settings: Settings, device: str, model_path: Path) -> Placement:
-    """fp32 on the CPU; bf16 when ``BFLOAT16`` is set; else fp16 on CUDA."""
+    """fp32 on the CPU; on CUDA bf16 when ``BFLOAT16`` is set, fp16 when the model ships
+    fp16 weights, else fp32 (as the reference runner: models published without fp16 weights
+    are not known to be safe in fp16)."""
     import torch
 
     if device == "cpu":
         return Placement("cpu", torch.float32, None)
     if settings.bfloat16:
         return Placement(device, torch.bfloat16, None)
-    return Placement(device, torch.float16, "fp16" if has_fp16_variant(model_path) else None)
+    if has_fp16_variant(model_path):
+        return Placement(device, torch.float16, "fp16")
+    return Placement(device, torch.float32, None)
 
 
 def free_memory() -> None:
