@@ -104,13 +104,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8911)
     args = parser.parse_args()
 
-    from runner.logs import configure_logging
+    from runner.logs import configure_logging, quiet_progress_bars
 
     configure_logging(verbose=False)
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    from pipelines.diffusion import SafetyChecker, quiet_loading
+    from pipelines.diffusion import SafetyChecker
     from pipelines.text_to_image import TextToImage, TextToImageParams
 
     model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
@@ -123,7 +123,7 @@ def main() -> None:
         safety_checker_id=TINY_SAFETY_CHECKER,
     )
     torch.set_num_threads(settings.torch_threads)
-    quiet_loading()
+    quiet_progress_bars()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
     bare = AutoPipelineForText2Image.from_pretrained(

@@ -37,15 +37,6 @@ class GeneratedImages:
         )
 
 
-def quiet_loading() -> None:
-    """Loading progress bars are noise in a container log; the runner logs what it loads."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def image_seeds(seed: int | None, count: int) -> list[int]:
     """Image i of a request with seed s uses s + i; no seed picks one at random."""
     base = random.randrange(2**32) if seed is None else seed

@@ -16,12 +16,12 @@ from pipelines.diffusion import (
     generators,
     image_seeds,
     prompt_slots,
-    quiet_loading,
     split_prompt,
 )
 from runner.device import choose_device, choose_placement
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
+from runner.logs import quiet_progress_bars
 from runner.schemas import ImageResponse, optional_int
 
 log = logging.getLogger("pipelines.text_to_image")
@@ -94,7 +94,7 @@ class TextToImage(Pipeline[TextToImageParams, GeneratedImages]):
     def load(self) -> None:
         from diffusers import AutoPipelineForText2Image
 
-        quiet_loading()
+        quiet_progress_bars()
         settings = self.settings
         path = locate_model(settings.model_dir, self.model_id)
         index_file = path / "model_index.json"

@@ -24,3 +24,12 @@ def configure_logging(verbose: bool) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def quiet_progress_bars() -> None:
+    """Loading progress bars are noise in a container log; the runner logs what it loads."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()

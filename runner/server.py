@@ -80,6 +80,9 @@ def serve(settings: Settings) -> None:
         settings.model_id,
     )
     server.run()
+    cut_off = app.state.runtime.executor.running
+    if cut_off:
+        log.warning("shutdown grace period over: exiting with %d inference(s) unfinished", cut_off)
     log.info("stopped")
     # Inference threads cannot be interrupted; nothing is in flight any more, so leave now.
     _exit_now()

@@ -40,20 +40,20 @@ def test_failed_load_is_error_and_requests_get_a_clear_error(make_settings, mode
         assert client.get("/health").json() == {"status": "ERROR"}
 
 
-def _post_in_background(client, body, results, key):
-    def run():
-        results[key] = client.post("/text-to-image", json=body)
-
-    thread = threading.Thread(target=run)
+def busy(client) -> tuple[threading.Thread, dict]:
+    """Start a long inference from a thread and wait until /health says OK."""
+    results: dict = {}
+    thread = threading.Thread(
+        target=lambda: results.update(long=client.post("/text-to-image", json=LONG))
+    )
     thread.start()
-    return thread
+    wait_for_status(client, {"OK"})
+    return thread, results
 
 
 def test_busy_is_ok_then_idle_and_overload_is_refused_at_once(make_settings):
     with serving(make_settings(capacity=1, max_queue=0, retry_after=7)) as client:
-        results: dict = {}
-        thread = _post_in_background(client, LONG, results, "long")
-        wait_for_status(client, {"OK"})
+        thread, results = busy(client)
         refused = client.post("/text-to-image", json=SMALL)
         assert refused.status_code == 500
         assert refused.headers["retry-after"] == "7"
@@ -69,9 +69,7 @@ def test_busy_is_ok_then_idle_and_overload_is_refused_at_once(make_settings):
 
 def test_overload_can_answer_503(make_settings):
     with serving(make_settings(capacity=1, max_queue=0, overload_status=503)) as client:
-        results: dict = {}
-        thread = _post_in_background(client, LONG, results, "long")
-        wait_for_status(client, {"OK"})
+        thread, _ = busy(client)
         refused = client.post("/text-to-image", json=SMALL)
         assert refused.status_code == 503 and "retry-after" in refused.headers
         thread.join()

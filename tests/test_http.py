@@ -177,6 +177,11 @@ def test_every_answer_of_the_route_is_declared_in_the_reference(make_settings):
         seen.add(client.post("/text-to-image", json=big, headers=auth).status_code)
     with serving(make_settings(model_id="org/not-downloaded")) as client:
         seen.add(client.post("/text-to-image", json=SMALL).status_code)
+        # The status routes declare only 200, and answer it in every state, ERROR included.
+        assert client.get("/health").json() == {"status": "ERROR"}
+        for path in ("/health", "/version", "/hardware/info", "/hardware/stats"):
+            assert set(_reference()["paths"][path]["get"]["responses"]) == {"200"}
+            assert client.get(path).status_code == 200
     assert seen == {200, 400, 401, 422, 500}
     assert seen <= declared
 

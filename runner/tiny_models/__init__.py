@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from runner.logs import quiet_progress_bars
 from runner.tiny_models import diffusion
 from runner.tiny_models.hub_layout import snapshot_folder
 
@@ -48,18 +49,10 @@ def build(model_dir: Path, only: list[str] | None = None, seed: int = 0) -> list
     unknown = [name for name in names if name not in RECIPES]
     if unknown:
         raise ValueError(f"unknown tiny models {unknown}; known: {', '.join(RECIPES)}")
-    _quiet()
+    quiet_progress_bars()
     for name in names:
         recipe = RECIPES[name]
         folder = snapshot_folder(model_dir, name, recipe.version)
         recipe.build(folder, seed)
         log.info("wrote %s (%s) to %s", name, recipe.description, folder)
     return names
-
-
-def _quiet() -> None:
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
