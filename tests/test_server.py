@@ -108,3 +108,15 @@ def test_sigterm(runner_process, grace):
         worker.join()
         assert "error" in result or result["response"].status_code != 200
     worker.join()
+
+
+def test_a_model_missing_from_model_dir_is_error_and_the_log_says_how_to_fix_it(runner_process):
+    runner = runner_process(MODEL_ID="org/not-downloaded")
+    assert runner.wait_status({"ERROR", "IDLE"}) == "ERROR"
+    log = runner.log()
+    assert "loading text-to-image model org/not-downloaded from MODEL_DIR=" in log
+    error_lines = [line for line in log.splitlines() if "error: loading org/not-downloaded" in line]
+    assert len(error_lines) == 1
+    assert "is not in MODEL_DIR=" in error_lines[0]
+    assert "hf download org/not-downloaded --cache-dir" in error_lines[0]
+    assert "Traceback" not in log
