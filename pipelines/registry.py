@@ -17,12 +17,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Entry:
     target: str  # "module:Class"
-    default_model: str
+    default_model: str  # the network's default model for this pipeline
+    group: str  # the pyproject extra (and container image) that serves it
 
 
 REGISTRY: dict[str, Entry] = {
     "text-to-image": Entry(
-        "pipelines.text_to_image:TextToImage", "SG161222/RealVisXL_V4.0_Lightning"
+        "pipelines.text_to_image:TextToImage", "SG161222/RealVisXL_V4.0_Lightning", "diffusion"
     ),
 }
 

@@ -1,4 +1,5 @@
-"""The ``ai-runner`` command: ``serve`` (the container's command) and ``tiny-models``."""
+"""The ``ai-runner`` command: ``serve`` (the container's command), ``healthcheck``,
+``check-config`` and ``tiny-models``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,27 @@ def _serve(_: argparse.Namespace) -> int:
     return 0
 
 
+def _healthcheck(args: argparse.Namespace) -> int:
+    """For Docker's HEALTHCHECK: healthy while the runner answers and is not ERROR."""
+    import httpx
+
+    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health"
+    try:
+        status = httpx.get(url, timeout=5.0).json()["status"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        print(f"unhealthy: {url} did not answer ({type(exc).__name__})")
+        return 1
+    print(status)
+    return 1 if status == "ERROR" else 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from runner.check_config import run
+
+    model_dir = Path(args.models_dir or os.environ.get("MODEL_DIR") or "~/.lpData/models")
+    return run(Path(args.config), model_dir.expanduser(), args.gpus)
+
+
 def _tiny_models(args: argparse.Namespace) -> int:
     from runner.logs import configure_logging
     from runner.tiny_models import RECIPES, build
@@ -53,6 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         "serve", help="serve PIPELINE with MODEL_ID from MODEL_DIR (settings from the environment)"
     )
     serve.set_defaults(run=_serve)
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if the runner on PORT answers /health and is not ERROR"
+    )
+    health.add_argument("--url", help="the /health URL (default: 127.0.0.1 on PORT)")
+    health.set_defaults(run=_healthcheck)
+    check = commands.add_parser(
+        "check-config", help="check an aiModels.json against the models folder and the GPUs"
+    )
+    check.add_argument("config", help="path to aiModels.json")
+    check.add_argument(
+        "--models-dir", help="the models folder (default: $MODEL_DIR, else ~/.lpData/models)"
+    )
+    check.add_argument("--gpus", type=int, help="GPU count, when NVML cannot tell")
+    check.set_defaults(run=_check_config)
     tiny = commands.add_parser(
         "tiny-models", help="write tiny random-weight models into a hub-cache folder"
     )

@@ -12,6 +12,8 @@ import time
 import httpx
 import pytest
 
+from runner.cli import main
+
 LONG = {"prompt": "a cat", "width": 1024, "height": 576, "num_inference_steps": 60, "seed": 1}
 
 
@@ -77,6 +79,7 @@ def test_health_answers_within_a_second_while_a_long_inference_runs(runner_proce
     assert statuses.count("OK") >= 10, statuses  # the inference took seconds, and said so
     assert set(statuses) <= {"OK", "IDLE"}
     assert after == "IDLE"
+    assert main(["healthcheck", "--url", runner.url + "/health"]) == 0
     log = runner.log()
     assert "loaded tiny-random/stable-diffusion-v1-5" in log
     assert "request id=" in log and "POST /text-to-image status=200" in log
@@ -120,3 +123,9 @@ def test_a_model_missing_from_model_dir_is_error_and_the_log_says_how_to_fix_it(
     assert "is not in MODEL_DIR=" in error_lines[0]
     assert "hf download org/not-downloaded --cache-dir" in error_lines[0]
     assert "Traceback" not in log
+    assert main(["healthcheck", "--url", runner.url + "/health"]) == 1  # Docker: unhealthy
+
+
+def test_healthcheck_fails_when_nothing_answers(capsys):
+    assert main(["healthcheck", "--url", "http://127.0.0.1:9/health"]) == 1
+    assert "did not answer" in capsys.readouterr().out

