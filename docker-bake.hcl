@@ -32,6 +32,10 @@ variable "DIFFUSION_PIPELINES" {
   default = ["text-to-image"]
 }
 
+variable "VISION_PIPELINES" {
+  default = ["image-to-text"]
+}
+
 # <repo>:<pipeline> and <repo>:<pipeline>-<version> for each pipeline an image serves.
 function "pipeline_tags" {
   params = [pipelines]
@@ -39,7 +43,7 @@ function "pipeline_tags" {
 }
 
 group "default" {
-  targets = ["diffusion"]
+  targets = ["diffusion", "vision"]
 }
 
 target "_common" {
@@ -60,7 +64,23 @@ target "diffusion" {
   tags = pipeline_tags(DIFFUSION_PIPELINES)
 }
 
+target "vision" {
+  inherits = ["_common"]
+  args = {
+    PIPELINE_GROUP      = "vision"
+    VERSION             = VERSION
+    CUDA_VERSION        = CUDA_VERSION
+    TORCH_VERSION       = TORCH_VERSION
+    TORCHVISION_VERSION = TORCHVISION_VERSION
+  }
+  tags = pipeline_tags(VISION_PIPELINES)
+}
+
 # `docker buildx bake <pipeline>` builds the image that serves it.
 group "text-to-image" {
   targets = ["diffusion"]
+}
+
+group "image-to-text" {
+  targets = ["vision"]
 }

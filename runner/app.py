@@ -15,6 +15,7 @@ from runner.metrics import Metrics
 from runner.routes import declared_error_codes, pipeline_router, system_router
 from runner.runtime import Runtime
 from runner.settings import Settings
+from runner.uploads import size_limit, upload_fields
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -43,7 +44,10 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(pipeline_router(runtime))
     app.include_router(system_router(runtime, metrics))
-    body_limit = settings.max_json_bytes  # JSON routes; upload routes add their file limits
+    uploads = upload_fields(pipeline.route.params)
+    body_limit = settings.max_json_bytes + sum(
+        size_limit(settings, upload.kind) for upload in uploads.values()
+    )
     app.add_middleware(
         Gate,
         runtime=runtime,

@@ -64,10 +64,13 @@ def has_fp16_variant(model_path: Path) -> bool:
     return any(model_path.rglob("*.fp16.safetensors"))
 
 
-def choose_placement(settings: Settings, device: str, model_path: Path) -> Placement:
+def choose_placement(
+    settings: Settings, device: str, model_path: Path, fp16_without_variant: bool = False
+) -> Placement:
     """fp32 on the CPU; on CUDA bf16 when ``BFLOAT16`` is set, fp16 when the model ships
-    fp16 weights, else fp32 (as the reference runner: models published without fp16 weights
-    are not known to be safe in fp16)."""
+    fp16 weights, else fp32 (as the reference runner: diffusion models published without
+    fp16 weights are not known to be safe in fp16). Models known to run well in fp16
+    (``fp16_without_variant``) get fp16 on CUDA either way."""
     import torch
 
     if device == "cpu":
@@ -76,7 +79,7 @@ def choose_placement(settings: Settings, device: str, model_path: Path) -> Place
         return Placement(device, torch.bfloat16, None)
     if has_fp16_variant(model_path):
         return Placement(device, torch.float16, "fp16")
-    return Placement(device, torch.float32, None)
+    return Placement(device, torch.float16 if fp16_without_variant else torch.float32, None)
 
 
 def free_memory() -> None:

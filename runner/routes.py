@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel
 
 from pipelines.base import Pipeline
 from runner import hardware
 from runner.metrics import Metrics
 from runner.runtime import Runtime
 from runner.schemas import HardwareInformation, HardwareStats, HealthCheck, HTTPError, Version
+from runner.uploads import Upload, decode_upload, upload_fields
 
 ERROR_DESCRIPTIONS = {
     400: "Bad Request",
@@ -21,6 +24,7 @@ ERROR_DESCRIPTIONS = {
     415: "Unsupported Media Type",
     500: "Internal Server Error",
 }
+BINARY = {"format": "binary"}  # how the reference publishes file fields
 # Published in OpenAPI so clients send the token; enforced by the gate before the body is read.
 bearer_scheme = HTTPBearer(auto_error=False)
 
@@ -83,7 +87,7 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
     route = pipeline.route
     router = APIRouter()
 
-    async def endpoint(request: Request, params) -> Response:  # noqa: ANN001 - typed below
+    async def serve(request: Request, params: BaseModel) -> Response:
         runtime.check_model_id(params.model_id)
         pipeline.check(params)
         timings = request.state.timings
@@ -92,16 +96,17 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
             body, media_type="application/json", headers={"server-timing": timings.header()}
         )
 
-    endpoint.__signature__ = inspect.Signature(
-        [
-            inspect.Parameter(
-                "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
-            ),
-            inspect.Parameter(
-                "params", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.params
-            ),
-        ]
-    )
+    uploads = upload_fields(route.params)
+    if uploads:
+        endpoint = _multipart_endpoint(runtime, route.params, uploads, serve)
+    else:
+
+        async def endpoint(request: Request, params) -> Response:  # noqa: ANN001 - see below
+            return await serve(request, params)
+
+        endpoint.__signature__ = inspect.Signature(
+            [_parameter("request", Request), _parameter("params", route.params)]
+        )
     responses = {
         code: {"model": HTTPError, "description": ERROR_DESCRIPTIONS[code]}
         for code in sorted(declared_error_codes(type(pipeline)))
@@ -122,3 +127,42 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
             openapi_extra={"x-speakeasy-name-override": route.sdk_name},
         )
     return router
+
+
+def _parameter(name: str, annotation: object, default: object = inspect.Parameter.empty):
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+    )
+
+
+def _multipart_endpoint(
+    runtime: Runtime,
+    params_model: type[BaseModel],
+    uploads: dict[str, Upload],
+    serve: Callable[[Request, BaseModel], Awaitable[Response]],
+) -> Callable[..., Awaitable[Response]]:
+    """An endpoint taking the request model's fields as form fields and files.
+
+    Declaring them one by one (rather than as one form model) is what makes FastAPI publish
+    the body as ``Body_<operationId>``, as the reference does.
+    """
+    parameters = [_parameter("request", Request)]
+    for name, field in params_model.model_fields.items():
+        if name in uploads:
+            spec = File(description=uploads[name].description, json_schema_extra=BINARY)
+            parameters.append(_parameter(name, UploadFile, spec))
+        else:
+            spec = Form(
+                field.default if not field.is_required() else ...,
+                description=field.description,
+                json_schema_extra=field.json_schema_extra,
+            )
+            parameters.append(_parameter(name, field.annotation, spec))
+
+    async def endpoint(request: Request, **values: object) -> Response:
+        for name, upload in uploads.items():
+            values[name] = await decode_upload(runtime.settings, name, upload, values[name])
+        return await serve(request, params_model(**values))
+
+    endpoint.__signature__ = inspect.Signature(parameters)
+    return endpoint

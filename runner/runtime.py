@@ -21,6 +21,7 @@ from runner.errors import InvalidInput, ModelUnavailable, RunnerError
 from runner.executor import InferenceExecutor
 from runner.schemas import HealthStatus
 from runner.settings import Settings
+from runner.uploads import upload_fields
 
 log = logging.getLogger("runner")
 
@@ -132,10 +133,15 @@ class Runtime:
         route = self.pipeline.route
         host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::") else self.settings.host
         auth = ' -H "Authorization: Bearer $AUTH_TOKEN"' if self.settings.token else ""
-        return (
-            f"curl -s -X POST http://{host}:{self.settings.port}{route.path}{auth} "
-            f"-H 'Content-Type: application/json' -d '{json.dumps(route.example)}'"
-        )
+        url = f"http://{host}:{self.settings.port}{route.path}"
+        uploads = upload_fields(route.params)
+        if not uploads:
+            body = f"-H 'Content-Type: application/json' -d '{json.dumps(route.example)}'"
+        else:
+            fields = [f"-F {name}=@your-{upload.kind}-file" for name, upload in uploads.items()]
+            fields += [f"-F '{name}={value}'" for name, value in route.example.items()]
+            body = " ".join(fields)
+        return f"curl -s -X POST {url}{auth} {body}"
 
     async def wait_ready(self) -> None:
         """Wait for the load to end; a request that arrived while loading then runs."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.registry import REGISTRY
 from runner.app import create_app
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ai-runner-openapi.yaml"
@@ -82,7 +83,7 @@ def _operation(doc: dict, operation: dict) -> dict:
     }
 
 
-@pytest.mark.parametrize("pipeline", ["text-to-image"])
+@pytest.mark.parametrize("pipeline", sorted(REGISTRY))
 def test_served_routes_match_the_reference(make_settings, pipeline):
     reference = _reference()
     served = create_app(make_settings(pipeline=pipeline)).openapi()

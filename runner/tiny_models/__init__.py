@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from runner.logs import quiet_progress_bars
-from runner.tiny_models import diffusion
+from runner.tiny_models import diffusion, vision
 from runner.tiny_models.hub_layout import snapshot_folder
 
 log = logging.getLogger("runner.tiny_models")
@@ -31,6 +31,7 @@ TINY_SD = "tiny-random/stable-diffusion-v1-5"
 TINY_SDXL = "tiny-random/stable-diffusion-xl"
 TINY_SAFETY_CHECKER = "tiny-random/safety-checker"
 TINY_SAFETY_CHECKER_STRICT = "tiny-random/safety-checker-flags-everything"
+TINY_BLIP = "tiny-random/blip-image-captioning"
 
 RECIPES: dict[str, Recipe] = {
     TINY_SD: Recipe(diffusion.build_sd15, "Stable Diffusion 1.x pipeline (text-to-image)"),
@@ -40,6 +41,7 @@ RECIPES: dict[str, Recipe] = {
         partial(diffusion.build_safety_checker, flag_everything=True),
         "safety checker that flags every image",
     ),
+    TINY_BLIP: Recipe(vision.build_blip, "BLIP captioning model (image-to-text)"),
 }
 
 

@@ -1,0 +1,102 @@
+"""image-to-text (BLIP) end to end over multipart HTTP, on the tiny BLIP model."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from conftest import serving
+from PIL import Image
+
+from runner.tiny_models import TINY_BLIP
+
+
+def png(size=(48, 40), colour=(200, 30, 30), fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(make_settings):
+    with serving(make_settings(pipeline="image-to-text", model_id=TINY_BLIP)) as client:
+        yield client
+
+
+def caption(client, data=None, **fields):
+    files = {"image": ("picture.png", png() if data is None else data, "image/png")}
+    return client.post("/image-to-text", files=files, data=fields)
+
+
+def test_captions_are_text_and_deterministic(client):
+    first = caption(client)
+    assert first.status_code == 200, first.text
+    assert set(first.json()) == {"text"} and isinstance(first.json()["text"], str)
+    assert caption(client).json() == first.json()
+    other = caption(client, png(colour=(0, 0, 255)))
+    assert other.status_code == 200
+
+
+def test_a_prompt_conditions_the_caption(client):
+    conditioned = caption(client, prompt="a photo of").json()["text"]
+    assert conditioned.startswith("a photo of")
+    assert conditioned != caption(client).json()["text"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "GIF", "BMP"])
+def test_common_image_formats_are_accepted(client, fmt):
+    response = caption(client, png(fmt=fmt))
+    assert response.status_code == 200, response.text
+
+
+def test_generation_length_is_bounded_by_the_setting(make_settings):
+    settings = make_settings(pipeline="image-to-text", model_id=TINY_BLIP, max_new_tokens=2)
+    with serving(settings) as short:
+        text = caption(short).json()["text"]
+        assert len(text.split()) <= 2
+
+
+def bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 6000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"", 400, "image is empty."),
+        (b"just some text", 400, "image could not be decoded: not a PNG, JPEG, WebP, GIF or BMP."),
+        (png()[:60], 400, "image could not be decoded: image file is truncated."),
+        (bomb(), 413, "image is 8000x6000 pixels; the limit is 40000000 pixels in all."),
+    ],
+    ids=["empty", "not-an-image", "truncated", "decompression-bomb"],
+)
+def test_bad_uploads_get_the_declared_code_and_say_why(client, data, status, message):
+    response = caption(client, data)
+    assert response.status_code == status
+    assert response.json() == {"detail": {"msg": message}}
+
+
+def test_an_upload_over_the_size_limit_is_413(make_settings):
+    settings = make_settings(pipeline="image-to-text", model_id=TINY_BLIP, max_image_bytes=2048)
+    with serving(settings) as small:
+        big = png(size=(200, 200), colour=(1, 2, 3), fmt="BMP")
+        response = caption(small, big)
+        assert response.status_code == 413
+        assert response.json() == {
+            "detail": {"msg": "image is too large: the limit is 2048 bytes."}
+        }
+        # The whole body is bounded too, before any of it is parsed.
+        response = caption(small, b"x" * (1024 * 1024 + 4096))
+        assert response.status_code == 413
+        assert response.json() == {
+            "detail": {"msg": f"Request body too large: the limit is {1024 * 1024 + 2048} bytes."}
+        }
+
+
+def test_missing_image_is_422_and_wrong_model_is_400(client):
+    assert client.post("/image-to-text", data={"prompt": "x"}).status_code == 422
+    response = caption(client, model_id="Salesforce/blip-image-captioning-base")
+    assert response.status_code == 400
+    assert response.json()["detail"]["msg"].startswith("pipeline configured with tiny-random/")
