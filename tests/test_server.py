@@ -17,15 +17,19 @@ from runner.cli import main
 LONG = {"prompt": "a cat", "width": 1024, "height": 576, "num_inference_steps": 60, "seed": 1}
 
 
-def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path):
-    env = {**os.environ, "PIPELINE": "text-to-image", "CAPACITY": "many"}
-    done = subprocess.run(
+def serve_and_fail(**env: str) -> subprocess.CompletedProcess:
+    """``ai-runner serve`` with a bad environment: it must stop at once."""
+    return subprocess.run(
         [sys.executable, "-m", "runner.cli", "serve"],
-        env=env,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_bad_setting_stops_start_up_with_one_clear_line():
+    done = serve_and_fail(PIPELINE="text-to-image", CAPACITY="many")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -33,14 +37,7 @@ def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path):
 
 
 def test_an_unknown_pipeline_names_the_allowed_ones():
-    env = {**os.environ, "PIPELINE": "text-to-everything"}
-    done = subprocess.run(
-        [sys.executable, "-m", "runner.cli", "serve"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = serve_and_fail(PIPELINE="text-to-everything")
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "ai-runner: error: invalid setting PIPELINE='text-to-everything': "
