@@ -36,6 +36,10 @@ variable "VISION_PIPELINES" {
   default = ["image-to-text"]
 }
 
+variable "AUDIO_PIPELINES" {
+  default = ["audio-to-text"]
+}
+
 # <repo>:<pipeline> and <repo>:<pipeline>-<version> for each pipeline an image serves.
 function "pipeline_tags" {
   params = [pipelines]
@@ -43,7 +47,7 @@ function "pipeline_tags" {
 }
 
 group "default" {
-  targets = ["diffusion", "vision"]
+  targets = ["diffusion", "vision", "audio"]
 }
 
 target "_common" {
@@ -76,6 +80,18 @@ target "vision" {
   tags = pipeline_tags(VISION_PIPELINES)
 }
 
+target "audio" {
+  inherits = ["_common"]
+  args = {
+    PIPELINE_GROUP      = "audio"
+    VERSION             = VERSION
+    CUDA_VERSION        = CUDA_VERSION
+    TORCH_VERSION       = TORCH_VERSION
+    TORCHVISION_VERSION = TORCHVISION_VERSION
+  }
+  tags = pipeline_tags(AUDIO_PIPELINES)
+}
+
 # `docker buildx bake <pipeline>` builds the image that serves it.
 group "text-to-image" {
   targets = ["diffusion"]
@@ -83,4 +99,8 @@ group "text-to-image" {
 
 group "image-to-text" {
   targets = ["vision"]
+}
+
+group "audio-to-text" {
+  targets = ["audio"]
 }

@@ -25,6 +25,9 @@ REGISTRY: dict[str, Entry] = {
     "text-to-image": Entry(
         "pipelines.text_to_image:TextToImage", "SG161222/RealVisXL_V4.0_Lightning", "diffusion"
     ),
+    "audio-to-text": Entry(
+        "pipelines.audio_to_text:AudioToText", "openai/whisper-large-v3", "audio"
+    ),
     "image-to-text": Entry(
         "pipelines.image_to_text:ImageToText", "Salesforce/blip-image-captioning-large", "vision"
     ),

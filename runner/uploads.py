@@ -2,7 +2,8 @@
 
 A multipart pipeline marks its file fields with ``Upload``; the HTTP layer turns them into
 ``File`` parameters, reads each within its size limit, decodes it off the event loop and
-builds the request model with the decoded value (a PIL image for ``"image"``).
+builds the request model with the decoded value (a PIL image for ``"image"``, a
+``DecodedAudio`` for ``"audio"``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import UploadFile
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
+from runner.audio import decode_audio
 from runner.errors import PayloadTooLarge, UnsupportedMedia
 from runner.settings import Settings
 
@@ -27,7 +29,7 @@ IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
 class Upload:
     """Marks a request-model field as an uploaded file of the given kind."""
 
-    kind: Literal["image"]
+    kind: Literal["image", "audio"]
     description: str
 
 
@@ -41,7 +43,7 @@ def upload_fields(model: type[BaseModel]) -> dict[str, Upload]:
 
 
 def size_limit(settings: Settings, kind: str) -> int:
-    return {"image": settings.max_image_bytes}[kind]
+    return {"image": settings.max_image_bytes, "audio": settings.max_audio_bytes}[kind]
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -82,4 +84,6 @@ async def decode_upload(settings: Settings, name: str, upload: Upload, file: Upl
         raise PayloadTooLarge(f"{name} is too large: the limit is {limit} bytes.")
     if not data:
         raise UnsupportedMedia(f"{name} is empty.")
+    if upload.kind == "audio":
+        return await asyncio.to_thread(decode_audio, data, settings.max_audio_seconds)
     return await asyncio.to_thread(decode_image, data, settings.max_image_pixels)

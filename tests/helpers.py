@@ -28,3 +28,45 @@ def max_pixel_difference(url_a: str, url_b: str) -> int:
     b = np.asarray(decode_image(url_b), dtype=np.int16)
     assert a.shape == b.shape
     return int(np.abs(a - b).max())
+
+
+def encode_audio(
+    samples: np.ndarray, rate: int, container: str, codec: str, with_video: bool = False
+) -> bytes:
+    """Encode mono float samples with PyAV into ``container`` with ``codec``."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as output:
+        video = output.add_stream("mpeg4", rate=10) if with_video else None
+        if video is not None:
+            video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        stream = output.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        if video is not None:
+            for _ in range(10):
+                frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+                output.mux(video.encode(frame.reformat(format="yuv420p")))
+            output.mux(video.encode(None))
+        kind = stream.format.name
+        scale = {"s16": 32767, "s16p": 32767, "s32p": 2**31 - 2**16}.get(kind)
+        pcm = (
+            (samples * scale).astype(np.int32 if kind == "s32p" else np.int16) if scale else samples
+        )
+        for start in range(0, len(pcm), 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(pcm[start : start + 1024].reshape(1, -1)),
+                format=kind,
+                layout="mono",
+            )
+            frame.sample_rate = rate
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def tone(seconds: float, rate: int = 16_000, frequency: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)

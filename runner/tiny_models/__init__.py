@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from runner.logs import quiet_progress_bars
-from runner.tiny_models import diffusion, vision
+from runner.tiny_models import diffusion, speech, vision
 from runner.tiny_models.hub_layout import snapshot_folder
 
 log = logging.getLogger("runner.tiny_models")
@@ -32,6 +32,7 @@ TINY_SDXL = "tiny-random/stable-diffusion-xl"
 TINY_SAFETY_CHECKER = "tiny-random/safety-checker"
 TINY_SAFETY_CHECKER_STRICT = "tiny-random/safety-checker-flags-everything"
 TINY_BLIP = "tiny-random/blip-image-captioning"
+TINY_WHISPER = "tiny-random/whisper-large-v3"
 
 RECIPES: dict[str, Recipe] = {
     TINY_SD: Recipe(diffusion.build_sd15, "Stable Diffusion 1.x pipeline (text-to-image)"),
@@ -42,6 +43,7 @@ RECIPES: dict[str, Recipe] = {
         "safety checker that flags every image",
     ),
     TINY_BLIP: Recipe(vision.build_blip, "BLIP captioning model (image-to-text)"),
+    TINY_WHISPER: Recipe(speech.build_whisper, "Whisper large-v3 architecture (audio-to-text)"),
 }
 
 

@@ -1,8 +1,4 @@
-"""A small but real CLIP byte-level BPE tokenizer, learnt at build time from a short text.
-
-Real CLIP vocabularies hold 49,408 tokens; this one keeps the same format, special tokens
-and pre-tokenisation with a vocabulary of a few hundred, so tiny text encoders stay tiny.
-"""
+"""A small but real CLIP tokenizer: CLIP's files, special tokens and pre-tokenisation."""
 
 from __future__ import annotations
 
@@ -10,70 +6,23 @@ import json
 from collections import Counter
 from pathlib import Path
 
-CORPUS = (
-    "a photo of a cat sitting on a red sofa in the living room, high quality, detailed "
-    "a painting of a mountain lake at sunset with a boat and trees, oil on canvas "
-    "portrait of an astronaut riding a horse on the moon, cinematic lighting, 8k "
-    "a bowl of fruit on a wooden table next to the window, soft light, photograph "
-    "the city street at night with neon signs and rain, blurry, low quality, ugly "
-    "a dog running on the beach with the ocean waves behind it, sharp focus "
-)
+from runner.tiny_models.bpe import CORPUS, bytes_to_unicode, learn_merges, symbols
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """CLIP's reversible map from bytes to printable characters."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+def _clip_words() -> Counter:
+    """CLIP marks the end of each word with ``</w>``."""
+    return Counter(
+        (*symbols(word)[:-1], symbols(word)[-1] + "</w>")
+        for word in CORPUS.lower().replace(",", " ").split()
     )
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars), strict=True))
-
-
-def _learn_merges(corpus: str, count: int) -> list[tuple[str, str]]:
-    byte_chars = _bytes_to_unicode()
-    words = Counter(
-        tuple(byte_chars[b] for b in word.encode())[:-1] + (byte_chars[word.encode()[-1]] + "</w>",)
-        for word in corpus.lower().replace(",", " ").split()
-    )
-    merges: list[tuple[str, str]] = []
-    for _ in range(count):
-        pairs: Counter[tuple[str, str]] = Counter()
-        for word, freq in words.items():
-            for pair in zip(word, word[1:], strict=False):
-                pairs[pair] += freq
-        if not pairs:
-            break
-        best = max(pairs, key=lambda pair: (pairs[pair], pair))
-        merges.append(best)
-        merged: Counter[tuple[str, ...]] = Counter()
-        for word, freq in words.items():
-            out: list[str] = []
-            i = 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            merged[tuple(out)] += freq
-        words = merged
-    return merges
 
 
 def clip_vocab(merge_count: int = 200) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars]
-    merges = _learn_merges(CORPUS, merge_count)
+    merges = learn_merges(_clip_words(), merge_count)
     tokens += ["".join(pair) for pair in merges]
     tokens += [BOS, EOS]
     vocab: dict[str, int] = {}

@@ -1,0 +1,156 @@
+"""audio-to-text: Whisper (and distil-Whisper) transcription with timestamps.
+
+Audio arrives decoded (mono, 16 kHz) from the shared upload layer. Long audio is cut in
+30-second windows that are transcribed in batches, and the timestamps are stitched across
+window borders by transformers' speech-recognition pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.base import Pipeline, Route
+from runner.audio import DecodedAudio
+from runner.device import choose_device, choose_placement
+from runner.errors import InvalidInput
+from runner.hub import locate_model
+from runner.logs import quiet_progress_bars
+from runner.uploads import Upload
+
+log = logging.getLogger("pipelines.audio_to_text")
+
+TIMESTAMP_MODES: dict[str, bool | str] = {
+    "true": True,
+    "sentence": True,
+    "word": "word",
+    "false": False,
+}
+SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: nothing to transcribe below this
+DURATION_TOLERANCE = 1.0  # seconds between metadata's duration and the decoded one
+
+
+class AudioToTextParams(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    audio: Annotated[DecodedAudio, Upload("audio", "Uploaded audio file to be transcribed.")]
+    model_id: str = Field("", description="Hugging Face model ID used for transcription.")
+    return_timestamps: str = Field(
+        "true",
+        description=(
+            "Return timestamps for the transcribed text. Supported values: 'sentence', "
+            "'word', or a string boolean ('true' or 'false'). Default is 'true' ('sentence'). "
+            "'false' means no timestamps. 'word' means word-based timestamps."
+        ),
+    )
+    metadata: str = Field(
+        "{}", description="Additional job information to be passed to the pipeline."
+    )
+
+
+class Chunk(BaseModel):
+    """A chunk of text with a timestamp."""
+
+    timestamp: list = Field(description="The timestamp of the chunk.")
+    text: str = Field(description="The text of the chunk.")
+
+
+class TextResponse(BaseModel):
+    """Response model for text generation."""
+
+    text: str = Field(description="The generated text.")
+    chunks: list[Chunk] = Field(description="The generated text chunks.")
+
+
+class AudioToText(Pipeline[AudioToTextParams, TextResponse]):
+    route = Route(
+        path="/audio-to-text",
+        operation_id="genAudioToText",
+        summary="Audio To Text",
+        description="Transcribe audio files to text.",
+        params=AudioToTextParams,
+        response=TextResponse,
+        sdk_name="audioToText",
+        example={"return_timestamps": "true"},
+        extra_error_codes=(413, 415),
+    )
+
+    asr: Any = None
+
+    def load(self) -> None:
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
+
+        quiet_progress_bars()
+        settings = self.settings
+        path = locate_model(settings.model_dir, self.model_id)
+        self.device = choose_device(settings)
+        self.placement = choose_placement(settings, self.device, path, fp16_without_variant=True)
+        source = {"cache_dir": settings.model_dir, "local_files_only": True}
+        processor = WhisperProcessor.from_pretrained(self.model_id, **source)
+        # Eager attention returns the cross-attentions that word timestamps are aligned on.
+        model = WhisperForConditionalGeneration.from_pretrained(
+            self.model_id, dtype=self.placement.dtype, attn_implementation="eager", **source
+        ).to(self.device)
+        self.asr = pipeline(
+            "automatic-speech-recognition",
+            model=model,
+            tokenizer=processor.tokenizer,
+            feature_extractor=processor.feature_extractor,
+            chunk_length_s=30,
+            batch_size=8 if self.device == "cuda" else 2,
+            device=model.device,
+            dtype=self.placement.dtype,
+        )
+
+    def describe(self) -> str:
+        model = self.asr.model if self.asr else None
+        return f"{self.model_id} ({type(model).__name__}, {self.placement.describe()})"
+
+    def warmup(self) -> None:
+        tone = np.sin(np.linspace(0, 2000 * math.pi, 16_000 * 2)).astype(np.float32) * 0.1
+        self.predict(AudioToTextParams(audio=DecodedAudio(tone)))
+
+    def check(self, params: AudioToTextParams) -> None:
+        mode = params.return_timestamps.strip().lower()
+        if mode not in TIMESTAMP_MODES:
+            raise InvalidInput(
+                "return_timestamps must be one of 'true', 'sentence', 'word' or 'false', "
+                f"got {params.return_timestamps!r}."
+            )
+        try:
+            metadata = json.loads(params.metadata or "{}")
+        except ValueError:
+            raise InvalidInput("metadata must be a JSON object, and is not valid JSON.") from None
+        if not isinstance(metadata, dict):
+            raise InvalidInput("metadata must be a JSON object.")
+        if "duration" in metadata:
+            declared = metadata["duration"]
+            if isinstance(declared, bool) or not isinstance(declared, int | float):
+                raise InvalidInput("metadata duration must be a number of seconds.")
+            actual = params.audio.duration
+            if abs(declared - actual) > DURATION_TOLERANCE:
+                raise InvalidInput(
+                    f"metadata duration is {declared:g} s but the audio lasts {actual:.2f} s."
+                )
+
+    def predict(self, params: AudioToTextParams) -> TextResponse:
+        samples = params.audio.samples
+        if not len(samples) or float(np.max(np.abs(samples))) < SILENCE_PEAK:
+            return TextResponse(text="", chunks=[])  # Whisper invents words for silence
+        mode = TIMESTAMP_MODES[params.return_timestamps.strip().lower()]
+        result = self.asr(
+            {"raw": samples, "sampling_rate": params.audio.sample_rate},
+            return_timestamps=mode,
+            generate_kwargs={"task": "transcribe"},
+        )
+        found = result.get("chunks", []) if mode else []
+        chunks = [Chunk(timestamp=list(c["timestamp"]), text=c["text"]) for c in found]
+        return TextResponse(text=result["text"].strip(), chunks=chunks)
+
+    def encode(self, output: TextResponse) -> TextResponse:
+        return output

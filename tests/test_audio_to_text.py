@@ -1,0 +1,163 @@
+"""audio-to-text (Whisper) end to end over multipart HTTP, on the tiny Whisper model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import serving
+from helpers import encode_audio, tone
+
+from runner.tiny_models import TINY_WHISPER
+
+WAV = encode_audio(tone(4.0), 16_000, "wav", "pcm_s16le")
+
+
+@pytest.fixture(scope="module")
+def client(make_settings):
+    settings = make_settings(
+        pipeline="audio-to-text", model_id=TINY_WHISPER, max_audio_bytes=4_000_000
+    )
+    with serving(settings) as client:
+        yield client
+
+
+def transcribe(client, data=WAV, name="speech.wav", **fields):
+    return client.post("/audio-to-text", files={"audio": (name, data, "audio/wav")}, data=fields)
+
+
+def test_segments_by_default_and_deterministic(client):
+    response = transcribe(client)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"text", "chunks"} and isinstance(body["text"], str)
+    assert body["chunks"], body
+    for chunk in body["chunks"]:
+        assert set(chunk) == {"timestamp", "text"} and len(chunk["timestamp"]) == 2
+    assert transcribe(client).json() == body
+    assert transcribe(client, return_timestamps="sentence").json() == body
+
+
+def test_false_gives_text_without_chunks_and_word_gives_word_chunks(client):
+    plain = transcribe(client, return_timestamps="false").json()
+    assert plain["chunks"] == [] and isinstance(plain["text"], str)
+    words = transcribe(client, return_timestamps="word").json()
+    assert words["chunks"]
+    assert all(len(chunk["text"].split()) <= 1 for chunk in words["chunks"])
+
+
+def test_long_audio_is_transcribed_in_windows_with_timestamps_past_the_first(client):
+    long_audio = encode_audio(tone(75.0, 16_000, 300.0), 16_000, "flac", "flac")
+    body = transcribe(client, long_audio, "long.flac").json()
+    ends = [chunk["timestamp"][1] for chunk in body["chunks"] if chunk["timestamp"][1] is not None]
+    starts = [chunk["timestamp"][0] for chunk in body["chunks"]]
+    assert starts == sorted(starts)
+    assert max(ends) > 30.0  # timestamps continue across the 30-second window borders
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "rate", "name"),
+    [
+        ("flac", "flac", 44_100, "a.flac"),
+        ("mp3", "libmp3lame", 44_100, "a.mp3"),
+        ("ipod", "aac", 48_000, "a.m4a"),
+        ("ogg", "libopus", 48_000, "a.ogg"),
+        ("webm", "libopus", 48_000, "a.webm"),
+    ],
+)
+def test_common_containers_and_codecs_decode(client, container, codec, rate, name):
+    response = transcribe(client, encode_audio(tone(3.0, rate), rate, container, codec), name)
+    assert response.status_code == 200, response.text
+
+
+def test_an_mp4_video_with_an_audio_track_is_transcribed(client):
+    data = encode_audio(tone(2.0, 44_100), 44_100, "mp4", "aac", with_video=True)
+    assert transcribe(client, data, "clip.mp4").status_code == 200
+
+
+def test_silence_is_an_empty_transcript(client):
+    silence = encode_audio(np.zeros(16_000 * 3, np.float32), 16_000, "wav", "pcm_s16le")
+    response = transcribe(client, silence)
+    assert response.status_code == 200
+    assert response.json() == {"text": "", "chunks": []}
+
+
+def test_metadata_duration_is_checked_against_the_audio(client):
+    assert transcribe(client, metadata='{"duration": 4.0}').status_code == 200
+    response = transcribe(client, metadata='{"duration": 60}')
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": {"msg": "metadata duration is 60 s but the audio lasts 4.00 s."}
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"metadata": "{not json"}, "metadata must be a JSON object, and is not valid JSON."),
+        ({"metadata": "[1, 2]"}, "metadata must be a JSON object."),
+        ({"metadata": '{"duration": "long"}'}, "metadata duration must be a number of seconds."),
+        (
+            {"return_timestamps": "yes"},
+            "return_timestamps must be one of 'true', 'sentence', 'word' or 'false', got 'yes'.",
+        ),
+    ],
+)
+def test_bad_fields_are_400_naming_the_field(client, fields, message):
+    response = transcribe(client, **fields)
+    assert response.status_code == 400
+    assert response.json() == {"detail": {"msg": message}}
+
+
+def video_only() -> bytes:
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as output:
+        video = output.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        for _ in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            output.mux(video.encode(frame.reformat(format="yuv420p")))
+        output.mux(video.encode(None))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"", 415, "audio is empty."),
+        (
+            b"RIFF\x00\x00garbage" * 10,
+            415,
+            "audio could not be decoded: Invalid data found when processing input.",
+        ),
+        (video_only(), 415, "audio file has no audio stream."),
+    ],
+    ids=["empty", "garbage", "no-audio-stream"],
+)
+def test_undecodable_audio_is_415_and_says_why(client, data, status, message):
+    response = transcribe(client, data)
+    assert response.status_code == status
+    assert response.json() == {"detail": {"msg": message}}
+
+
+def test_limits_on_size_and_duration(make_settings):
+    settings = make_settings(
+        pipeline="audio-to-text",
+        model_id=TINY_WHISPER,
+        max_audio_bytes=100_000,
+        max_audio_seconds=2,
+    )
+    with serving(settings) as client:
+        response = transcribe(client, encode_audio(tone(4.0), 16_000, "wav", "pcm_s16le"))
+        assert response.status_code == 413
+        assert response.json() == {
+            "detail": {"msg": "audio is too large: the limit is 100000 bytes."}
+        }
+        response = transcribe(client, encode_audio(tone(3.0), 16_000, "flac", "flac"))
+        assert response.status_code == 400
+        assert response.json() == {
+            "detail": {"msg": "audio is longer than the limit of 2 seconds."}
+        }
