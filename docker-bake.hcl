@@ -33,7 +33,7 @@ variable "DIFFUSION_PIPELINES" {
 }
 
 variable "VISION_PIPELINES" {
-  default = ["image-to-text"]
+  default = ["image-to-text", "segment-anything-2"]
 }
 
 variable "AUDIO_PIPELINES" {
@@ -98,6 +98,10 @@ group "text-to-image" {
 }
 
 group "image-to-text" {
+  targets = ["vision"]
+}
+
+group "segment-anything-2" {
   targets = ["vision"]
 }
 

@@ -28,6 +28,9 @@ REGISTRY: dict[str, Entry] = {
     "audio-to-text": Entry(
         "pipelines.audio_to_text:AudioToText", "openai/whisper-large-v3", "audio"
     ),
+    "segment-anything-2": Entry(
+        "pipelines.segment_anything_2:SegmentAnything2", "facebook/sam2-hiera-large", "vision"
+    ),
     "image-to-text": Entry(
         "pipelines.image_to_text:ImageToText", "Salesforce/blip-image-captioning-large", "vision"
     ),

@@ -8,16 +8,24 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
-def _plain_integer(schema: dict) -> None:
-    schema.pop("anyOf", None)
-    schema.pop("default", None)
-    schema["type"] = "integer"
+def _published_as(json_type: str):
+    def rewrite(schema: dict) -> None:
+        schema.pop("anyOf", None)
+        schema.pop("default", None)
+        schema["type"] = json_type
+
+    return rewrite
 
 
 def optional_int(description: str) -> int | None:
     """An integer field that may be left out, published as a plain ``integer`` like the
     reference does (pydantic would publish ``anyOf: [integer, null]``)."""
-    return Field(None, description=description, json_schema_extra=_plain_integer)
+    return Field(None, description=description, json_schema_extra=_published_as("integer"))
+
+
+def optional_str(description: str) -> str | None:
+    """A string field that may be left out, published as a plain ``string``."""
+    return Field(None, description=description, json_schema_extra=_published_as("string"))
 
 
 class APIError(BaseModel):

@@ -41,7 +41,7 @@ def test_an_unknown_pipeline_names_the_allowed_ones():
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "ai-runner: error: invalid setting PIPELINE='text-to-everything': "
-        "must be one of audio-to-text, image-to-text, text-to-image"
+        "must be one of audio-to-text, image-to-text, segment-anything-2, text-to-image"
     )
 
 

@@ -86,3 +86,38 @@ def build_blip(folder: Path, seed: int) -> None:
     BlipForConditionalGeneration(config).save_pretrained(folder)
     image_processor = BlipImageProcessor(size={"height": 64, "width": 64})
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def build_sam2(folder: Path, seed: int) -> None:
+    """SAM 2 (``Sam2Model``): a Hiera backbone at the real 1024-pixel input, FPN neck, prompt
+    encoder and mask decoder, each a few channels wide."""
+    import torch
+    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+
+    torch.manual_seed(seed)
+    backbone = {
+        "model_type": "sam2_hiera_det_model",
+        "hidden_size": 8,
+        "num_attention_heads": 1,
+        "embed_dim_per_stage": [8, 16, 32, 64],
+        "num_attention_heads_per_stage": [1, 1, 2, 2],
+        "blocks_per_stage": [1, 1, 2, 1],
+        "global_attention_blocks": [3],
+        "window_size_per_stage": [8, 4, 14, 7],
+    }
+    config = Sam2Config(
+        vision_config={
+            "backbone_config": backbone,
+            "backbone_channel_list": [64, 32, 16, 8],
+            "fpn_hidden_size": 32,
+        },
+        prompt_encoder_config={"hidden_size": 32, "mask_input_channels": 4},
+        mask_decoder_config={
+            "hidden_size": 32,
+            "mlp_dim": 64,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
+        },
+    )
+    Sam2Model(config).save_pretrained(folder)
+    Sam2Processor(image_processor=Sam2ImageProcessor()).save_pretrained(folder)

@@ -1,0 +1,251 @@
+"""segment-anything-2: SAM 2 masks from point, box and mask prompts, through transformers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.base import Pipeline, Route
+from runner.device import choose_device, choose_placement
+from runner.errors import InvalidInput
+from runner.hub import locate_model
+from runner.logs import quiet_progress_bars
+from runner.schemas import optional_str
+from runner.uploads import Upload
+
+log = logging.getLogger("pipelines.segment_anything_2")
+MASK_INPUT_SIDE = 256  # SAM's low-resolution mask size
+LOGIT_DECIMALS = 4
+
+
+class SegmentAnything2Params(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    image: Annotated[Image.Image, Upload("image", "Image to segment.")]
+    model_id: str = Field("", description="Hugging Face model ID used for image generation.")
+    point_coords: str | None = optional_str(
+        "Nx2 array of point prompts to the model, where each point is in (X,Y) in pixels."
+    )
+    point_labels: str | None = optional_str(
+        "Labels for the point prompts, where 1 indicates a foreground point and 0 indicates a "
+        "background point."
+    )
+    box: str | None = optional_str(
+        "A length 4 array given as a box prompt to the model, in XYXY format."
+    )
+    mask_input: str | None = optional_str(
+        "A low-resolution mask input to the model, typically from a previous prediction "
+        "iteration, with the form 1xHxW (H=W=256 for SAM)."
+    )
+    multimask_output: bool = Field(
+        True,
+        description=(
+            "If true, the model will return three masks for ambiguous input prompts, often "
+            "producing better masks than a single prediction."
+        ),
+    )
+    return_logits: bool = Field(
+        True,
+        description="If true, returns un-thresholded mask logits instead of a binary mask.",
+    )
+    normalize_coords: bool = Field(
+        True,
+        description=(
+            "If true, the point coordinates will be normalized to the range [0,1], with "
+            "point_coords expected to be with respect to image dimensions."
+        ),
+    )
+
+
+class MasksResponse(BaseModel):
+    """Response model for object segmentation."""
+
+    masks: str = Field(description="The generated masks.")
+    scores: str = Field(description="The model's confidence scores for each generated mask.")
+    logits: str = Field(description="The raw, unnormalized predictions (logits) for the masks.")
+
+
+@dataclass
+class Prompts:
+    """The prompts in the image's pixel coordinates, as the processor takes them."""
+
+    points: list[list[float]] | None
+    labels: list[int] | None
+    box: list[float] | None
+    mask: np.ndarray | None
+
+
+@dataclass
+class Segmentation:
+    masks: np.ndarray  # (N, H, W): logits, or 0/1
+    scores: np.ndarray  # (N,), descending
+    logits: np.ndarray | None  # (N, 256, 256) when asked for
+
+
+def _json_field(name: str, text: str | None) -> Any:
+    if text is None or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidInput(f"{name} is not valid JSON.") from None
+
+
+def _numbers(name: str, value: Any, shape: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be {shape} of numbers.") from None
+    if not np.all(np.isfinite(array)):
+        raise InvalidInput(f"{name} must hold finite numbers.")
+    return array
+
+
+def parse_prompts(params: SegmentAnything2Params) -> Prompts:
+    """Check the prompt fields and bring them to the image's pixel coordinates."""
+    width, height = params.image.size
+    scale = np.array([1.0, 1.0]) if params.normalize_coords else np.array([width, height])
+    bound = "the image" if params.normalize_coords else "[0, 1] (normalize_coords is false)"
+
+    def inside(name: str, xy: np.ndarray) -> None:
+        pixels = xy * scale
+        if (pixels < 0).any() or (pixels[..., 0] > width).any() or (pixels[..., 1] > height).any():
+            raise InvalidInput(f"{name} has coordinates outside {bound} ({width}x{height}).")
+
+    points = labels = box = mask = None
+    raw_points = _json_field("point_coords", params.point_coords)
+    raw_labels = _json_field("point_labels", params.point_labels)
+    if raw_points is not None:
+        array = _numbers("point_coords", raw_points, "an Nx2 list")
+        if array.ndim != 2 or array.shape[1] != 2 or not len(array):
+            raise InvalidInput("point_coords must be a non-empty Nx2 list of [x, y] points.")
+        inside("point_coords", array)
+        points = (array * scale).tolist()
+        if raw_labels is None:
+            raise InvalidInput("point_labels is required with point_coords.")
+        label_array = _numbers("point_labels", raw_labels, "a list")
+        if label_array.shape != (len(points),):
+            raise InvalidInput(
+                f"point_labels must hold one label per point: {len(points)} points, "
+                f"{label_array.size} labels."
+            )
+        if not np.isin(label_array, (0, 1)).all():
+            raise InvalidInput("point_labels must be 1 (foreground) or 0 (background).")
+        labels = label_array.astype(int).tolist()
+    elif raw_labels is not None:
+        raise InvalidInput("point_labels was given without point_coords.")
+    raw_box = _json_field("box", params.box)
+    if raw_box is not None:
+        array = _numbers("box", raw_box, "a list of four")
+        if array.shape != (4,):
+            raise InvalidInput("box must be four numbers: [x0, y0, x1, y1].")
+        inside("box", array.reshape(2, 2))
+        if array[2] < array[0] or array[3] < array[1]:
+            raise InvalidInput("box must have x1 >= x0 and y1 >= y0.")
+        box = (array.reshape(2, 2) * scale).reshape(4).tolist()
+    raw_mask = _json_field("mask_input", params.mask_input)
+    if raw_mask is not None:
+        mask = _numbers("mask_input", raw_mask, "a 1x256x256 list").astype(np.float32)
+        if mask.shape != (1, MASK_INPUT_SIDE, MASK_INPUT_SIDE):
+            raise InvalidInput(
+                f"mask_input must be 1x256x256, got {'x'.join(map(str, mask.shape))}."
+            )
+    if points is None and box is None and mask is None:
+        raise InvalidInput("give at least one prompt: point_coords, box or mask_input.")
+    return Prompts(points, labels, box, mask)
+
+
+class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
+    route = Route(
+        path="/segment-anything-2",
+        operation_id="genSegmentAnything2",
+        summary="Segment Anything 2",
+        description="Segment objects in an image.",
+        params=SegmentAnything2Params,
+        response=MasksResponse,
+        sdk_name="segmentAnything2",
+        example={"point_coords": "[[256, 256]]", "point_labels": "[1]"},
+    )
+
+    model: Any = None
+    processor: Any = None
+
+    def load(self) -> None:
+        from transformers import Sam2Model, Sam2Processor
+
+        quiet_progress_bars()
+        settings = self.settings
+        path = locate_model(settings.model_dir, self.model_id)
+        self.device = choose_device(settings)
+        self.placement = choose_placement(settings, self.device, path, fp16_without_variant=True)
+        source = {"cache_dir": settings.model_dir, "local_files_only": True}
+        self.processor = Sam2Processor.from_pretrained(self.model_id, **source)
+        self.model = Sam2Model.from_pretrained(
+            self.model_id, dtype=self.placement.dtype, **source
+        ).to(self.device)
+        self.model.eval()
+
+    def describe(self) -> str:
+        return f"{self.model_id} ({type(self.model).__name__}, {self.placement.describe()})"
+
+    def warmup(self) -> None:
+        image = Image.new("RGB", (1024, 1024))
+        self.predict(
+            SegmentAnything2Params(image=image, point_coords="[[512, 512]]", point_labels="[1]")
+        )
+
+    def check(self, params: SegmentAnything2Params) -> None:
+        parse_prompts(params)
+
+    def predict(self, params: SegmentAnything2Params) -> Segmentation:
+        import torch
+
+        prompts = parse_prompts(params)
+        inputs = self.processor(
+            images=params.image,
+            input_points=[[prompts.points]] if prompts.points else None,
+            input_labels=[[prompts.labels]] if prompts.labels else None,
+            input_boxes=[[prompts.box]] if prompts.box else None,
+            return_tensors="pt",
+        ).to(self.device)
+        extra = {}
+        if prompts.mask is not None:
+            extra["input_masks"] = torch.from_numpy(prompts.mask)[None].to(self.device)
+        pixels = inputs.pop("pixel_values").to(self.placement.dtype)
+        original_sizes = inputs.pop("original_sizes")
+        with torch.inference_mode():
+            output = self.model(
+                pixel_values=pixels,
+                multimask_output=params.multimask_output,
+                **inputs,
+                **extra,
+            )
+        low_res = output.pred_masks[0, 0].float()  # (N, 256, 256)
+        scores = output.iou_scores[0, 0].float().cpu().numpy()
+        masks = self.processor.post_process_masks(
+            output.pred_masks.float().cpu(), original_sizes.cpu(), binarize=not params.return_logits
+        )[0][0].numpy()
+        order = np.argsort(-scores, kind="stable")
+        return Segmentation(
+            masks=masks[order] if params.return_logits else masks[order].astype(np.uint8),
+            scores=scores[order],
+            logits=low_res.cpu().numpy()[order] if params.return_logits else None,
+        )
+
+    def encode(self, output: Segmentation) -> MasksResponse:
+        def dumps(array: np.ndarray | None) -> str:
+            if array is None:
+                return "[]"
+            if array.dtype.kind == "f":
+                array = array.round(LOGIT_DECIMALS)  # full-size float masks run to megabytes
+            return json.dumps(array.tolist())
+
+        return MasksResponse(
+            masks=dumps(output.masks), scores=dumps(output.scores), logits=dumps(output.logits)
+        )

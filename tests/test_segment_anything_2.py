@@ -1,0 +1,119 @@
+"""segment-anything-2 (SAM 2) end to end over multipart HTTP, on the tiny SAM 2 model."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import serving
+from PIL import Image
+
+from runner.tiny_models import TINY_SAM2
+
+WIDTH, HEIGHT = 96, 64
+
+
+def picture() -> bytes:
+    pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    pixels[16:48, 24:72] = (220, 40, 40)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(make_settings):
+    with serving(make_settings(pipeline="segment-anything-2", model_id=TINY_SAM2)) as client:
+        yield client
+
+
+def segment(client, **fields):
+    data = {"point_coords": "[[48, 32]]", "point_labels": "[1]", **fields}
+    data = {k: v for k, v in data.items() if v is not None}
+    return client.post("/segment-anything-2", files={"image": ("p.png", picture())}, data=data)
+
+
+def parsed(response) -> dict:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"masks", "scores", "logits"}
+    return {key: np.asarray(json.loads(value)) for key, value in body.items()}
+
+
+def test_three_masks_at_image_size_sorted_by_score(client):
+    result = parsed(segment(client))
+    assert result["masks"].shape == (3, HEIGHT, WIDTH)
+    assert result["scores"].shape == (3,)
+    assert list(result["scores"]) == sorted(result["scores"], reverse=True)
+    assert result["logits"].shape == (3, 256, 256)
+    assert result["masks"].dtype == np.float64  # logits, not thresholded
+    assert parsed(segment(client))["scores"].tolist() == result["scores"].tolist()
+
+
+def test_binary_masks_and_no_logits_when_return_logits_is_false(client):
+    result = parsed(segment(client, return_logits="false"))
+    assert set(np.unique(result["masks"])) <= {0, 1}
+    assert result["logits"].size == 0
+
+
+def test_single_mask_output(client):
+    result = parsed(segment(client, multimask_output="false"))
+    assert result["masks"].shape[0] == 1 and result["scores"].shape == (1,)
+
+
+def test_box_and_normalised_prompts(client):
+    boxed = parsed(segment(client, point_coords=None, point_labels=None, box="[24, 16, 72, 48]"))
+    assert boxed["masks"].shape[1:] == (HEIGHT, WIDTH)
+    normalised = parsed(segment(client, point_coords="[[0.5, 0.5]]", normalize_coords="false"))
+    pixels = parsed(segment(client))
+    assert np.allclose(normalised["scores"], pixels["scores"], atol=1e-4)
+
+
+def test_mask_input_is_accepted(client):
+    previous = json.dumps(np.zeros((1, 256, 256)).tolist())
+    assert segment(client, mask_input=previous).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"point_coords": "[[1, 2"}, "point_coords is not valid JSON."),
+        ({"point_coords": "[1, 2]"}, "point_coords must be a non-empty Nx2 list of [x, y] points."),
+        (
+            {"point_labels": "[1, 0]"},
+            "point_labels must hold one label per point: 1 points, 2 labels.",
+        ),
+        ({"point_labels": "[7]"}, "point_labels must be 1 (foreground) or 0 (background)."),
+        ({"point_labels": None}, "point_labels is required with point_coords."),
+        (
+            {"point_coords": "[[500, 10]]"},
+            "point_coords has coordinates outside the image (96x64).",
+        ),
+        (
+            {"point_coords": "[[0.5, 2]]", "normalize_coords": "false"},
+            "point_coords has coordinates outside [0, 1] (normalize_coords is false) (96x64).",
+        ),
+        ({"box": "[1, 2, 3]"}, "box must be four numbers: [x0, y0, x1, y1]."),
+        ({"box": "[50, 10, 20, 30]"}, "box must have x1 >= x0 and y1 >= y0."),
+        ({"mask_input": "[[1, 2]]"}, "mask_input must be 1x256x256, got 1x2."),
+        ({"point_coords": '[["a", "b"]]'}, "point_coords must be an Nx2 list of numbers."),
+        (
+            {"point_coords": None, "point_labels": None},
+            "give at least one prompt: point_coords, box or mask_input.",
+        ),
+    ],
+)
+def test_bad_prompts_are_400_naming_the_field(client, fields, message):
+    response = segment(client, **fields)
+    assert response.status_code == 400
+    assert response.json() == {"detail": {"msg": message}}
+
+
+def test_an_undecodable_image_is_400_on_this_route(client):
+    response = client.post(
+        "/segment-anything-2", files={"image": ("x.png", b"nope")}, data={"box": "[0,0,1,1]"}
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"]["msg"].startswith("image could not be decoded")
