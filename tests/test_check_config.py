@@ -104,7 +104,7 @@ def test_each_problem_is_one_line(model_dir):
         "entry 5" in line and "SFAST does nothing for text-to-speech" in line for line in found
     )
     assert any(
-        "entry 5" in line and "does not serve segment-anything-2 yet" in line for line in found
+        "entry 5" in line and "does not serve text-to-speech yet" in line for line in found
     )
     assert any(
         "entry 6" in line and "DEEPCACHE degrades few-step Lightning/Turbo models" in line
