@@ -40,6 +40,10 @@ variable "AUDIO_PIPELINES" {
   default = ["audio-to-text"]
 }
 
+variable "SPEECH_PIPELINES" {
+  default = ["text-to-speech"]
+}
+
 # <repo>:<pipeline> and <repo>:<pipeline>-<version> for each pipeline an image serves.
 function "pipeline_tags" {
   params = [pipelines]
@@ -47,7 +51,7 @@ function "pipeline_tags" {
 }
 
 group "default" {
-  targets = ["diffusion", "vision", "audio"]
+  targets = ["diffusion", "vision", "audio", "speech"]
 }
 
 target "_common" {
@@ -92,6 +96,18 @@ target "audio" {
   tags = pipeline_tags(AUDIO_PIPELINES)
 }
 
+target "speech" {
+  inherits = ["_common"]
+  args = {
+    PIPELINE_GROUP      = "speech"
+    VERSION             = VERSION
+    CUDA_VERSION        = CUDA_VERSION
+    TORCH_VERSION       = TORCH_VERSION
+    TORCHVISION_VERSION = TORCHVISION_VERSION
+  }
+  tags = pipeline_tags(SPEECH_PIPELINES)
+}
+
 # `docker buildx bake <pipeline>` builds the image that serves it.
 group "text-to-image" {
   targets = ["diffusion"]
@@ -107,4 +123,8 @@ group "segment-anything-2" {
 
 group "audio-to-text" {
   targets = ["audio"]
+}
+
+group "text-to-speech" {
+  targets = ["speech"]
 }

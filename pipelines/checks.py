@@ -14,6 +14,11 @@ def non_empty(field: str, value: str) -> None:
         raise InvalidInput(f"{field} must not be empty.")
 
 
+def max_length(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidInput(f"{field} must be at most {limit} characters, got {len(value)}.")
+
+
 def in_range(field: str, value: float, low: float, high: float) -> None:
     if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
         raise InvalidInput(f"{field} must be between {low} and {high}, got {value}.")

@@ -31,6 +31,7 @@ REGISTRY: dict[str, Entry] = {
     "segment-anything-2": Entry(
         "pipelines.segment_anything_2:SegmentAnything2", "facebook/sam2-hiera-large", "vision"
     ),
+    "text-to-speech": Entry("pipelines.text_to_speech:TextToSpeech", "suno/bark", "speech"),
     "image-to-text": Entry(
         "pipelines.image_to_text:ImageToText", "Salesforce/blip-image-captioning-large", "vision"
     ),

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=64 * 64, description="Largest upload, in pixels.")
     max_new_tokens: int = Field(64, ge=1, le=1024, description="Longest generated caption.")
     max_audio_seconds: float = Field(3600.0, gt=0, description="Longest audio transcribed.")
+    max_text_chars: int = Field(2000, ge=1, description="Longest text spoken (text-to-speech).")
 
     image_size_min: int = Field(64, ge=8)
     image_size_max: int = Field(2048, ge=8)

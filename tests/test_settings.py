@@ -91,5 +91,5 @@ def test_a_missing_pipeline_is_named(monkeypatch):
     monkeypatch.delenv("PIPELINE")
     with pytest.raises(SettingsError) as caught:
         load_settings()
-    names = "audio-to-text, image-to-text, segment-anything-2, text-to-image"
+    names = "audio-to-text, image-to-text, segment-anything-2, text-to-image, text-to-speech"
     assert str(caught.value) == f"PIPELINE is not set: it is required (one of {names})"

@@ -34,6 +34,8 @@ TINY_SAFETY_CHECKER_STRICT = "tiny-random/safety-checker-flags-everything"
 TINY_BLIP = "tiny-random/blip-image-captioning"
 TINY_WHISPER = "tiny-random/whisper-large-v3"
 TINY_SAM2 = "tiny-random/sam2-hiera"
+TINY_MMS_TTS = "tiny-random/mms-tts-eng"
+TINY_BARK = "tiny-random/bark"
 
 RECIPES: dict[str, Recipe] = {
     TINY_SD: Recipe(diffusion.build_sd15, "Stable Diffusion 1.x pipeline (text-to-image)"),
@@ -46,6 +48,8 @@ RECIPES: dict[str, Recipe] = {
     TINY_BLIP: Recipe(vision.build_blip, "BLIP captioning model (image-to-text)"),
     TINY_WHISPER: Recipe(speech.build_whisper, "Whisper large-v3 architecture (audio-to-text)"),
     TINY_SAM2: Recipe(vision.build_sam2, "SAM 2 with a Hiera backbone (segment-anything-2)"),
+    TINY_MMS_TTS: Recipe(speech.build_vits, "MMS-TTS, a VITS model (text-to-speech)"),
+    TINY_BARK: Recipe(speech.build_bark, "Bark with one voice preset (text-to-speech)"),
 }
 
 

@@ -1,0 +1,230 @@
+"""text-to-speech: MMS-TTS (VITS) and Bark through transformers; answers a WAV data URL.
+
+Long text is split at sentence boundaries into pieces the model handles well, spoken piece
+by piece, and joined with a short pause.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from pipelines import checks
+from pipelines.base import Pipeline, Route
+from runner.device import Placement, choose_device, choose_placement
+from runner.errors import RunnerError
+from runner.hub import locate_model
+from runner.logs import quiet_progress_bars
+from runner.media import data_url
+
+log = logging.getLogger("pipelines.text_to_speech")
+PAUSE_SECONDS = 0.15
+DEFAULT_DESCRIPTION = (
+    "A male speaker delivers a slightly expressive and animated speech with a moderate speed "
+    "and pitch."
+)
+
+
+class TextToSpeechParams(BaseModel):
+    model_id: str = Field(
+        "", description="Hugging Face model ID used for text to speech generation."
+    )
+    text: str = Field("", description="Text input for speech generation.")
+    description: str = Field(
+        DEFAULT_DESCRIPTION,
+        description="Description of speaker to steer text to speech generation.",
+    )
+
+
+class MediaURL(BaseModel):
+    """A URL from which media can be accessed."""
+
+    url: str = Field(description="The URL where the media can be accessed.")
+
+
+class AudioResponse(BaseModel):
+    """Response model for audio generation."""
+
+    audio: MediaURL = Field(description="The generated audio.")
+
+
+class Speech(Protocol):
+    """One text-to-speech model family."""
+
+    sample_rate: int
+    max_chars: int  # longest piece of text it speaks well in one go
+    voices: frozenset[str]
+
+    def speak(self, text: str, voice: str | None) -> np.ndarray: ...
+
+
+def split_sentences(text: str, max_chars: int) -> list[str]:
+    """Pieces of at most ``max_chars``, cut after sentence ends, else at spaces."""
+    sentences = [s for s in re.split(r"(?<=[.!?;:])\s+", " ".join(text.split())) if s]
+    pieces: list[str] = []
+    for sentence in sentences:
+        while len(sentence) > max_chars:
+            cut = sentence.rfind(" ", 0, max_chars)
+            cut = cut if cut > 0 else max_chars
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if pieces and len(pieces[-1]) + 1 + len(sentence) <= max_chars:
+            pieces[-1] = f"{pieces[-1]} {sentence}"
+        elif sentence:
+            pieces.append(sentence)
+    return pieces
+
+
+class VitsSpeech:
+    """facebook/mms-tts-*: VITS, one voice per model."""
+
+    max_chars = 400
+    voices: frozenset[str] = frozenset()
+
+    def __init__(
+        self, model_id: str, path: Path, source: dict, placement: Placement, device: str
+    ) -> None:
+        from transformers import VitsModel, VitsTokenizer
+
+        self.tokenizer = VitsTokenizer.from_pretrained(model_id, **source)
+        self.model = VitsModel.from_pretrained(model_id, dtype=placement.dtype, **source)
+        self.model.to(device).eval()
+        self.device = device
+        self.sample_rate = self.model.config.sampling_rate
+
+    def speak(self, text: str, voice: str | None) -> np.ndarray:
+        import torch
+
+        inputs = self.tokenizer(text, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            return self.model(**inputs).waveform[0].float().cpu().numpy()
+
+
+class BarkSpeech:
+    """suno/bark and bark-small; voices are the presets shipped in the model folder."""
+
+    max_chars = 220  # Bark speaks about 13 seconds at a time
+
+    def __init__(
+        self, model_id: str, path: Path, source: dict, placement: Placement, device: str
+    ) -> None:
+        from transformers import BarkModel, BarkProcessor
+
+        # From the snapshot folder: BarkProcessor drops cache_dir before loading its tokenizer,
+        # and reads the voice presets relative to where it was loaded from.
+        self.processor = BarkProcessor.from_pretrained(str(path))
+        self.model = BarkModel.from_pretrained(model_id, dtype=placement.dtype, **source)
+        self.model.to(device).eval()
+        self.device = device
+        self.sample_rate = self.model.generation_config.sample_rate
+        presets = getattr(self.processor, "speaker_embeddings", None) or {}
+        self.voices = frozenset(k for k in presets if k != "repo_or_path")
+
+    def speak(self, text: str, voice: str | None) -> np.ndarray:
+        import torch
+
+        inputs = self.processor(text, voice_preset=voice, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            return self.model.generate(**inputs)[0].float().cpu().numpy()
+
+
+FAMILIES = {"vits": VitsSpeech, "bark": BarkSpeech}
+
+
+class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
+    route = Route(
+        path="/text-to-speech",
+        operation_id="genTextToSpeech",
+        summary="Text To Speech",
+        description=(
+            "Generate a text-to-speech audio file based on the provided text input and "
+            "speaker description."
+        ),
+        params=TextToSpeechParams,
+        response=AudioResponse,
+        sdk_name="textToSpeech",
+        example={"text": "Hello from the Livepeer network."},
+    )
+
+    speech: Any = None
+
+    def load(self) -> None:
+        quiet_progress_bars()
+        settings = self.settings
+        path = locate_model(settings.model_dir, self.model_id)
+        config = path / "config.json"
+        model_type = json.loads(config.read_text()).get("model_type", "") if config.exists() else ""
+        if model_type.startswith("parler") or self.model_id.startswith("parler-tts/"):
+            raise RunnerError(
+                f"{self.model_id} is a Parler-TTS model: it needs the parler-tts package, which "
+                "pins a transformers release older than this runner's pipelines need, so no image "
+                "of this runner serves it; use a bark or facebook/mms-tts model"
+            )
+        if model_type not in FAMILIES:
+            kind = f"a {model_type}" if model_type else "not a transformers"
+            raise RunnerError(
+                f"{self.model_id} is {kind} model; text-to-speech serves "
+                f"{', '.join(FAMILIES)} models"
+            )
+        self.device = choose_device(settings)
+        self.placement = choose_placement(settings, self.device, path, fp16_without_variant=True)
+        source = {"cache_dir": settings.model_dir, "local_files_only": True}
+        family = FAMILIES[model_type]
+        self.speech = family(self.model_id, path, source, self.placement, self.device)
+        self._ignored_description = False
+
+    def describe(self) -> str:
+        return (
+            f"{self.model_id} ({type(self.speech).__name__}, {self.speech.sample_rate} Hz, "
+            f"{self.placement.describe()})"
+        )
+
+    def warmup(self) -> None:
+        self.predict(TextToSpeechParams(text="Warming up."))
+
+    def check(self, params: TextToSpeechParams) -> None:
+        checks.non_empty("text", params.text)
+        checks.max_length("text", params.text, self.settings.max_text_chars)
+
+    def _voice(self, description: str) -> str | None:
+        voice = description.strip()
+        if voice in self.speech.voices:
+            return voice
+        if voice and voice != DEFAULT_DESCRIPTION and not self._ignored_description:
+            self._ignored_description = True
+            log.info(
+                "description is ignored: %s has no voice named so (voices: %s)",
+                self.model_id,
+                ", ".join(sorted(self.speech.voices)) or "none",
+            )
+        return None
+
+    def predict(self, params: TextToSpeechParams) -> np.ndarray:
+        import torch
+
+        voice = self._voice(params.description)
+        pause = np.zeros(int(PAUSE_SECONDS * self.speech.sample_rate), dtype=np.float32)
+        parts: list[np.ndarray] = []
+        # Both families sample noise: a fixed seed makes the same text give the same audio.
+        cuda = [torch.cuda.current_device()] if self.device == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(0)
+            for piece in split_sentences(params.text, self.speech.max_chars):
+                if parts:
+                    parts.append(pause)
+                parts.append(self.speech.speak(piece, voice).astype(np.float32))
+        return np.concatenate(parts)
+
+    def encode(self, output: np.ndarray) -> AudioResponse:
+        import soundfile
+
+        buffer = io.BytesIO()
+        soundfile.write(buffer, output, self.speech.sample_rate, format="WAV", subtype="PCM_16")
+        return AudioResponse(audio=MediaURL(url=data_url(buffer.getvalue(), "audio/wav")))
