@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,70 +25,14 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Runner, median_ms, percentile, server_timing, timed  # noqa: E402
+
 from runner.media import png_bytes
 from runner.settings import Settings
 from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, build
 
 WIDTH, HEIGHT = 1024, 576
-
-
-def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
-def timed(call, repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-class Runner:
-    def __init__(self, model_dir: Path, port: int) -> None:
-        env = {
-            **os.environ,
-            "PIPELINE": "text-to-image",
-            "MODEL_ID": TINY_SD,
-            "MODEL_DIR": str(model_dir),
-            "SAFETY_CHECKER_ID": TINY_SAFETY_CHECKER,
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-        }
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.cli", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=2).json()["status"] == "IDLE":
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit("the runner did not become IDLE")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
-
-
-def server_timing(header: str) -> dict[str, float]:
-    parts = {}
-    for item in header.split(","):
-        name, _, duration = item.strip().partition(";dur=")
-        parts[name] = float(duration) / 1000
-    return parts
 
 
 def main() -> None:
@@ -150,7 +91,13 @@ def main() -> None:
         ).images
 
     image = run_bare()[0]
-    runner = Runner(model_dir, args.port)
+    runner = Runner(
+        args.port,
+        PIPELINE="text-to-image",
+        MODEL_ID=TINY_SD,
+        MODEL_DIR=str(model_dir),
+        SAFETY_CHECKER_ID=TINY_SAFETY_CHECKER,
+    )
     client = httpx.Client(base_url=runner.url, timeout=600)
     try:
         bare_samples, e2e, parts = [], [], {"queue": [], "inference": [], "encode": []}

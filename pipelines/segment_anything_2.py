@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.base import Pipeline, Route
 from runner.device import choose_device, choose_placement
 from runner.errors import InvalidInput
-from runner.hub import locate_model
+from runner.hub import ModelNotFound, locate_model
 from runner.logs import quiet_progress_bars
 from runner.schemas import optional_str
 from runner.uploads import Upload
@@ -161,6 +162,27 @@ def parse_prompts(params: SegmentAnything2Params) -> Prompts:
     return Prompts(points, labels, box, mask)
 
 
+def transformers_checkpoint(model_dir: Path, model_id: str) -> tuple[str, Path]:
+    """The repository to load: ``model_id`` itself when it is in transformers' format, else
+    its conversion ``<model_id>-hf`` (facebook/sam2-hiera-large holds a checkpoint for Meta's
+    sam2 package; facebook/sam2-hiera-large-hf is the same model for transformers)."""
+    converted = f"{model_id}-hf"
+    try:
+        path = locate_model(model_dir, model_id)
+        if (path / "config.json").exists():
+            return model_id, path
+    except ModelNotFound:
+        pass
+    try:
+        return converted, locate_model(model_dir, converted)
+    except ModelNotFound:
+        raise ModelNotFound(
+            f"neither {model_id} in transformers' format nor its conversion {converted} is in "
+            f"MODEL_DIR={model_dir}; download it first with "
+            f"`hf download {converted} --cache-dir {model_dir}`"
+        ) from None
+
+
 class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
     route = Route(
         path="/segment-anything-2",
@@ -177,22 +199,27 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
     processor: Any = None
 
     def load(self) -> None:
-        from transformers import Sam2Model, Sam2Processor
+        from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor
 
         quiet_progress_bars()
         settings = self.settings
-        path = locate_model(settings.model_dir, self.model_id)
+        repo, path = transformers_checkpoint(settings.model_dir, self.model_id)
         self.device = choose_device(settings)
         self.placement = choose_placement(settings, self.device, path, fp16_without_variant=True)
         source = {"cache_dir": settings.model_dir, "local_files_only": True}
-        self.processor = Sam2Processor.from_pretrained(self.model_id, **source)
-        self.model = Sam2Model.from_pretrained(
-            self.model_id, dtype=self.placement.dtype, **source
-        ).to(self.device)
-        self.model.eval()
+        if (path / "processor_config.json").exists() or (
+            path / "preprocessor_config.json"
+        ).exists():
+            self.processor = Sam2Processor.from_pretrained(repo, **source)
+        else:  # the -hf conversions ship no processor files: SAM 2's own preprocessing
+            self.processor = Sam2Processor(image_processor=Sam2ImageProcessor())
+        self.model = Sam2Model.from_pretrained(repo, dtype=self.placement.dtype, **source)
+        self.model.to(self.device).eval()
+        self.repo = repo
 
     def describe(self) -> str:
-        return f"{self.model_id} ({type(self.model).__name__}, {self.placement.describe()})"
+        loaded = "" if self.repo == self.model_id else f" from {self.repo}"
+        return f"{self.model_id}{loaded} ({type(self.model).__name__}, {self.placement.describe()})"
 
     def warmup(self) -> None:
         image = Image.new("RGB", (1024, 1024))
@@ -239,12 +266,16 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
         )
 
     def encode(self, output: Segmentation) -> MasksResponse:
+        import orjson
+
         def dumps(array: np.ndarray | None) -> str:
             if array is None:
                 return "[]"
-            if array.dtype.kind == "f":
-                array = array.round(LOGIT_DECIMALS)  # full-size float masks run to megabytes
-            return json.dumps(array.tolist())
+            if array.dtype.kind == "f":  # full-size float masks run to megabytes
+                array = array.astype(np.float32).round(LOGIT_DECIMALS)
+            return orjson.dumps(
+                np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY
+            ).decode()
 
         return MasksResponse(
             masks=dumps(output.masks), scores=dumps(output.scores), logits=dumps(output.logits)

@@ -93,6 +93,8 @@ def repositories(model_id: str) -> list[str]:
     """The hub repositories a model needs (Lightning UNets load into the SDXL base)."""
     if model_id.startswith("ByteDance/SDXL-Lightning"):
         return ["ByteDance/SDXL-Lightning", SDXL_BASE]
+    if model_id.startswith("facebook/sam2") and not model_id.endswith("-hf"):
+        return [f"{model_id}-hf"]  # transformers reads the -hf conversion
     return [model_id]
 
 

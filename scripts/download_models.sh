@@ -199,6 +199,12 @@ fetch_model() {
       fi
       fetch "$SDXL_BASE" "SDXL base for Lightning, fp16" "model_index.json" "*/*.json" "*/*.txt" "*/*.fp16*.safetensors"
       ;;
+    facebook/sam2*)
+      # The runner reads SAM 2 through transformers: the -hf conversion of the checkpoint.
+      [[ "$model" == *-hf ]] || model="$model-hf"
+      fetch_transformers "$model" "SAM 2 in transformers' format"
+      return 0
+      ;;
     *)
       if contains "$FP16_MODELS" "$model"; then
         fetch "$model" "diffusers, fp16 weights" "model_index.json" "*/*.json" "*/*.txt" "*/*.model" "*/*.fp16*.safetensors"

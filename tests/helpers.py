@@ -62,6 +62,7 @@ def encode_audio(
                 layout="mono",
             )
             frame.sample_rate = rate
+            frame.pts = start
             output.mux(stream.encode(frame))
         output.mux(stream.encode(None))
     return buffer.getvalue()

@@ -161,3 +161,23 @@ def test_limits_on_size_and_duration(make_settings):
         assert response.json() == {
             "detail": {"msg": "audio is longer than the limit of 2 seconds."}
         }
+
+
+def test_health_is_ok_during_a_long_transcription_then_idle(client):
+    import threading
+    import time
+
+    long_audio = encode_audio(tone(150.0, 16_000, 300.0), 16_000, "flac", "flac")
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(r=transcribe(client, long_audio, "l.flac"))
+    )
+    worker.start()
+    seen = set()
+    while worker.is_alive():
+        seen.add(client.get("/health").json()["status"])
+        time.sleep(0.05)
+    worker.join()
+    assert result["r"].status_code == 200
+    assert "OK" in seen and seen <= {"OK", "IDLE"}
+    assert client.get("/health").json() == {"status": "IDLE"}

@@ -143,7 +143,7 @@ def test_dry_run_prints_and_fetches_nothing(run):
         "stabilityai/stable-video-diffusion-img2vid-xt-1-1",
         "stabilityai/stable-diffusion-x4-upscaler",
         "openai/whisper-large-v3",
-        "facebook/sam2-hiera-large",
+        "facebook/sam2-hiera-large-hf",
         "Salesforce/blip-image-captioning-large",
         "suno/bark",
         "CompVis/stable-diffusion-safety-checker",

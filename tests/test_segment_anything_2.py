@@ -11,6 +11,8 @@ from conftest import serving
 from PIL import Image
 
 from runner.tiny_models import TINY_SAM2
+from runner.tiny_models.hub_layout import snapshot_folder
+from runner.tiny_models.vision import build_sam2
 
 WIDTH, HEIGHT = 96, 64
 
@@ -117,3 +119,22 @@ def test_an_undecodable_image_is_400_on_this_route(client):
     )
     assert response.status_code == 400
     assert response.json()["detail"]["msg"].startswith("image could not be decoded")
+
+
+def test_an_original_sam2_id_loads_its_transformers_conversion(make_settings, tmp_path):
+    """The network asks for facebook/sam2-hiera-large; transformers reads ...-hf, which ships
+    weights and config only."""
+    folder = snapshot_folder(tmp_path, "facebook/sam2-hiera-tiny-hf", "1")
+    build_sam2(folder, seed=0)
+    (folder / "processor_config.json").unlink()
+    settings = make_settings(
+        pipeline="segment-anything-2", model_id="facebook/sam2-hiera-tiny", model_dir=tmp_path
+    )
+    with serving(settings) as converted:
+        assert parsed(segment(converted))["masks"].shape == (3, HEIGHT, WIDTH)
+    missing = make_settings(
+        pipeline="segment-anything-2", model_id="facebook/sam2-hiera-small", model_dir=tmp_path
+    )
+    with serving(missing) as client:
+        message = segment(client).json()["detail"]["msg"]
+        assert "nor its conversion facebook/sam2-hiera-small-hf" in message

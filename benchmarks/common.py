@@ -1,0 +1,66 @@
+"""What the benchmarks share: timing, percentiles, and a runner served in a child process."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import httpx
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def timed(call: Callable[[], object], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """The runner's ``Server-Timing`` header, in seconds by part."""
+    parts = {}
+    for item in header.split(","):
+        name, _, duration = item.strip().partition(";dur=")
+        parts[name] = float(duration) / 1000
+    return parts
+
+
+class Runner:
+    """``ai-runner serve`` in a child process, waited on until it says IDLE."""
+
+    def __init__(self, port: int, **env: str) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", "serve"],
+            env={**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).json()["status"] == "IDLE":
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"the runner for {env.get('PIPELINE')} did not become IDLE")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
