@@ -17,10 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
 from runner.audio import DecodedAudio
-from runner.device import choose_device, choose_placement
+from runner.device import prepare_model
 from runner.errors import InvalidInput
-from runner.hub import locate_model
-from runner.logs import quiet_progress_bars
 from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.audio_to_text")
@@ -85,16 +83,12 @@ class AudioToText(Pipeline[AudioToTextParams, TextResponse]):
     def load(self) -> None:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
 
-        quiet_progress_bars()
-        settings = self.settings
-        path = locate_model(settings.model_dir, self.model_id)
-        self.device = choose_device(settings)
-        self.placement = choose_placement(settings, self.device, path, fp16_without_variant=True)
-        source = {"cache_dir": settings.model_dir, "local_files_only": True}
-        processor = WhisperProcessor.from_pretrained(self.model_id, **source)
+        files = prepare_model(self.settings)
+        self.device, self.placement = files.device, files.placement
+        processor = WhisperProcessor.from_pretrained(files.repo, **files.source)
         # Eager attention returns the cross-attentions that word timestamps are aligned on.
         model = WhisperForConditionalGeneration.from_pretrained(
-            self.model_id, dtype=self.placement.dtype, attn_implementation="eager", **source
+            files.repo, dtype=self.placement.dtype, attn_implementation="eager", **files.source
         ).to(self.device)
         self.asr = pipeline(
             "automatic-speech-recognition",

@@ -9,9 +9,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
-from runner.device import choose_device, choose_placement
-from runner.hub import locate_model
-from runner.logs import quiet_progress_bars
+from runner.device import prepare_model
 from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.image_to_text")
@@ -50,15 +48,11 @@ class ImageToText(Pipeline[ImageToTextParams, str]):
     def load(self) -> None:
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
-        quiet_progress_bars()
-        settings = self.settings
-        path = locate_model(settings.model_dir, self.model_id)
-        self.device = choose_device(settings)
-        self.placement = choose_placement(settings, self.device, path, fp16_without_variant=True)
-        source = {"cache_dir": settings.model_dir, "local_files_only": True}
-        self.processor = BlipProcessor.from_pretrained(self.model_id, **source)
+        files = prepare_model(self.settings)
+        self.device, self.placement = files.device, files.placement
+        self.processor = BlipProcessor.from_pretrained(files.repo, **files.source)
         self.model = BlipForConditionalGeneration.from_pretrained(
-            self.model_id, dtype=self.placement.dtype, **source
+            files.repo, dtype=self.placement.dtype, **files.source
         ).to(self.device)
         self.model.eval()
 

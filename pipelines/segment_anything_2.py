@@ -13,10 +13,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
-from runner.device import choose_device, choose_placement
+from runner.device import prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
-from runner.logs import quiet_progress_bars
 from runner.schemas import optional_str
 from runner.uploads import Upload
 
@@ -201,21 +200,16 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
     def load(self) -> None:
         from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor
 
-        quiet_progress_bars()
-        settings = self.settings
-        repo, path = transformers_checkpoint(settings.model_dir, self.model_id)
-        self.device = choose_device(settings)
-        self.placement = choose_placement(settings, self.device, path, fp16_without_variant=True)
-        source = {"cache_dir": settings.model_dir, "local_files_only": True}
-        if (path / "processor_config.json").exists() or (
-            path / "preprocessor_config.json"
-        ).exists():
-            self.processor = Sam2Processor.from_pretrained(repo, **source)
+        repo, path = transformers_checkpoint(self.settings.model_dir, self.model_id)
+        files = prepare_model(self.settings, repo, path)
+        self.device, self.placement, self.repo = files.device, files.placement, repo
+        shipped = ("processor_config.json", "preprocessor_config.json")
+        if any((path / name).exists() for name in shipped):
+            self.processor = Sam2Processor.from_pretrained(repo, **files.source)
         else:  # the -hf conversions ship no processor files: SAM 2's own preprocessing
             self.processor = Sam2Processor(image_processor=Sam2ImageProcessor())
-        self.model = Sam2Model.from_pretrained(repo, dtype=self.placement.dtype, **source)
+        self.model = Sam2Model.from_pretrained(repo, dtype=self.placement.dtype, **files.source)
         self.model.to(self.device).eval()
-        self.repo = repo
 
     def describe(self) -> str:
         loaded = "" if self.repo == self.model_id else f" from {self.repo}"

@@ -18,10 +18,9 @@ from pipelines.diffusion import (
     prompt_slots,
     split_prompt,
 )
-from runner.device import choose_device, choose_placement
+from runner.device import prepare_model
 from runner.errors import InvalidInput
-from runner.hub import ModelNotFound, locate_model
-from runner.logs import quiet_progress_bars
+from runner.hub import ModelNotFound
 from runner.schemas import ImageResponse, optional_int
 
 log = logging.getLogger("pipelines.text_to_image")
@@ -94,27 +93,24 @@ class TextToImage(Pipeline[TextToImageParams, GeneratedImages]):
     def load(self) -> None:
         from diffusers import AutoPipelineForText2Image
 
-        quiet_progress_bars()
         settings = self.settings
-        path = locate_model(settings.model_dir, self.model_id)
-        index_file = path / "model_index.json"
+        files = prepare_model(settings, fp16_without_variant=False)
+        self.device, self.placement = files.device, files.placement
+        index_file = files.path / "model_index.json"
         if not index_file.exists():
             raise ModelNotFound(
-                f"{self.model_id} in {path} is not a diffusers pipeline (no model_index.json)"
+                f"{self.model_id} in {files.path} is not a diffusers pipeline (no model_index.json)"
             )
-        components = json.loads(index_file.read_text())
-        self.device = choose_device(settings)
-        self.placement = choose_placement(settings, self.device, path)
         extra: dict[str, Any] = {}
-        if "safety_checker" in components:  # the runner checks with its own, shared model
+        if "safety_checker" in json.loads(index_file.read_text()):
+            # The runner checks images with its own, shared safety checker.
             extra.update(safety_checker=None, requires_safety_checker=False)
-        log.info("loading %s from %s as %s", self.model_id, path, self.placement.describe())
+        log.info("loading %s from %s as %s", files.repo, files.path, self.placement.describe())
         pipe = AutoPipelineForText2Image.from_pretrained(
-            self.model_id,
-            cache_dir=settings.model_dir,
-            local_files_only=True,
+            files.repo,
             torch_dtype=self.placement.dtype,
             variant=self.placement.variant,
+            **files.source,
             **extra,
         )
         pipe.to(self.device)

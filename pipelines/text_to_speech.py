@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import re
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,10 +17,8 @@ from pydantic import BaseModel, Field
 
 from pipelines import checks
 from pipelines.base import Pipeline, Route
-from runner.device import Placement, choose_device, choose_placement
+from runner.device import ModelFiles, prepare_model
 from runner.errors import RunnerError
-from runner.hub import locate_model
-from runner.logs import quiet_progress_bars
 from runner.media import data_url
 
 log = logging.getLogger("pipelines.text_to_speech")
@@ -88,15 +85,15 @@ class VitsSpeech:
     max_chars = 400
     voices: frozenset[str] = frozenset()
 
-    def __init__(
-        self, model_id: str, path: Path, source: dict, placement: Placement, device: str
-    ) -> None:
+    def __init__(self, files: ModelFiles) -> None:
         from transformers import VitsModel, VitsTokenizer
 
-        self.tokenizer = VitsTokenizer.from_pretrained(model_id, **source)
-        self.model = VitsModel.from_pretrained(model_id, dtype=placement.dtype, **source)
-        self.model.to(device).eval()
-        self.device = device
+        self.tokenizer = VitsTokenizer.from_pretrained(files.repo, **files.source)
+        self.model = VitsModel.from_pretrained(
+            files.repo, dtype=files.placement.dtype, **files.source
+        )
+        self.model.to(files.device).eval()
+        self.device = files.device
         self.sample_rate = self.model.config.sampling_rate
 
     def speak(self, text: str, voice: str | None) -> np.ndarray:
@@ -112,17 +109,17 @@ class BarkSpeech:
 
     max_chars = 220  # Bark speaks about 13 seconds at a time
 
-    def __init__(
-        self, model_id: str, path: Path, source: dict, placement: Placement, device: str
-    ) -> None:
+    def __init__(self, files: ModelFiles) -> None:
         from transformers import BarkModel, BarkProcessor
 
         # From the snapshot folder: BarkProcessor drops cache_dir before loading its tokenizer,
         # and reads the voice presets relative to where it was loaded from.
-        self.processor = BarkProcessor.from_pretrained(str(path))
-        self.model = BarkModel.from_pretrained(model_id, dtype=placement.dtype, **source)
-        self.model.to(device).eval()
-        self.device = device
+        self.processor = BarkProcessor.from_pretrained(str(files.path))
+        self.model = BarkModel.from_pretrained(
+            files.repo, dtype=files.placement.dtype, **files.source
+        )
+        self.model.to(files.device).eval()
+        self.device = files.device
         self.sample_rate = self.model.generation_config.sample_rate
         presets = getattr(self.processor, "speaker_embeddings", None) or {}
         self.voices = frozenset(k for k in presets if k != "repo_or_path")
@@ -156,10 +153,8 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
     speech: Any = None
 
     def load(self) -> None:
-        quiet_progress_bars()
-        settings = self.settings
-        path = locate_model(settings.model_dir, self.model_id)
-        config = path / "config.json"
+        files = prepare_model(self.settings)
+        config = files.path / "config.json"
         model_type = json.loads(config.read_text()).get("model_type", "") if config.exists() else ""
         if model_type.startswith("parler") or self.model_id.startswith("parler-tts/"):
             raise RunnerError(
@@ -173,11 +168,8 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
                 f"{self.model_id} is {kind} model; text-to-speech serves "
                 f"{', '.join(FAMILIES)} models"
             )
-        self.device = choose_device(settings)
-        self.placement = choose_placement(settings, self.device, path, fp16_without_variant=True)
-        source = {"cache_dir": settings.model_dir, "local_files_only": True}
-        family = FAMILIES[model_type]
-        self.speech = family(self.model_id, path, source, self.placement, self.device)
+        self.device, self.placement = files.device, files.placement
+        self.speech = FAMILIES[model_type](files)
         self._ignored_description = False
 
     def describe(self) -> str:

@@ -82,6 +82,40 @@ def choose_placement(
     return Placement(device, torch.float16 if fp16_without_variant else torch.float32, None)
 
 
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model found in ``MODEL_DIR``, and where and in which precision it will run."""
+
+    repo: str
+    path: Path
+    device: str
+    placement: Placement
+    cache_dir: Path
+
+    @property
+    def source(self) -> dict:
+        """Keyword arguments for ``from_pretrained``: the hub cache, never the network."""
+        return {"cache_dir": self.cache_dir, "local_files_only": True}
+
+
+def prepare_model(
+    settings: Settings,
+    repo: str | None = None,
+    path: Path | None = None,
+    fp16_without_variant: bool = True,
+) -> ModelFiles:
+    """Find ``repo`` (the configured model by default) and choose its device and precision."""
+    from runner.hub import locate_model
+    from runner.logs import quiet_progress_bars
+
+    quiet_progress_bars()
+    repo = repo or settings.model_id
+    path = path or locate_model(settings.model_dir, repo)
+    device = choose_device(settings)
+    placement = choose_placement(settings, device, path, fp16_without_variant)
+    return ModelFiles(repo, path, device, placement, settings.model_dir)
+
+
 def free_memory() -> None:
     import torch
 
