@@ -1,13 +1,18 @@
-"""What every diffusers-based pipeline shares: seeds, split prompts, the safety checker."""
+"""What every diffusers-based pipeline shares: loading, seeds, split prompts, the safety
+checker, and the image answer."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import random
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipelines.base import ParamsT, Pipeline
+from runner.device import prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
 from runner.media import png_data_url
@@ -68,6 +73,59 @@ def split_prompt(field: str, text: str, slots: int) -> dict[str, str]:
             f"{field} has {len(parts)} '|'-separated prompts but this model takes at most {slots}."
         )
     return {field if i == 0 else f"{field}_{i + 1}": part for i, part in enumerate(parts)}
+
+
+class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
+    """A diffusers pipeline from ``MODEL_DIR``, plus the runner's shared safety checker."""
+
+    pipe: Any = None
+    safety_checker: SafetyChecker | None = None
+
+    @abstractmethod
+    def diffusers_class(self) -> Any:
+        """The diffusers class (or auto pipeline) that loads this pipeline's models."""
+
+    def load(self) -> None:
+        settings = self.settings
+        files = prepare_model(settings, fp16_without_variant=False)
+        self.device, self.placement = files.device, files.placement
+        index_file = files.path / "model_index.json"
+        if not index_file.exists():
+            raise ModelNotFound(
+                f"{self.model_id} in {files.path} is not a diffusers pipeline (no model_index.json)"
+            )
+        extra: dict[str, Any] = {}
+        if "safety_checker" in json.loads(index_file.read_text()):
+            # The runner checks images with its own, shared safety checker.
+            extra.update(safety_checker=None, requires_safety_checker=False)
+        log.info("loading %s from %s as %s", files.repo, files.path, self.placement.describe())
+        pipe = self.diffusers_class().from_pretrained(
+            files.repo,
+            torch_dtype=self.placement.dtype,
+            variant=self.placement.variant,
+            **files.source,
+            **extra,
+        )
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        if settings.safety_checker:
+            self.safety_checker = SafetyChecker(settings, self.device, self.placement.dtype)
+
+    def describe(self) -> str:
+        return (
+            f"{self.model_id} ({type(self.pipe).__name__}, {self.placement.describe()}, "
+            f"safety checker {'on' if self.safety_checker else 'off'})"
+        )
+
+    def nsfw_flags(self, images: list[Image.Image], requested: bool) -> list[bool]:
+        """Each image's flag from the safety checker; all false when not asked or turned off."""
+        if requested and self.safety_checker is not None:
+            return self.safety_checker(images)
+        return [False] * len(images)
+
+    def encode(self, output: GeneratedImages) -> ImageResponse:
+        return output.to_response()
 
 
 class SafetyChecker:

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from pipelines import checks
-from pipelines.base import Pipeline, Route
+from pipelines.base import Route
 from pipelines.diffusion import (
+    DiffusionPipeline,
     GeneratedImages,
-    SafetyChecker,
     generators,
     image_seeds,
     prompt_slots,
     split_prompt,
 )
-from runner.device import prepare_model
 from runner.errors import InvalidInput
-from runner.hub import ModelNotFound
 from runner.schemas import ImageResponse, optional_int
 
 log = logging.getLogger("pipelines.text_to_image")
@@ -75,7 +72,7 @@ class TextToImageParams(BaseModel):
     num_images_per_prompt: int = Field(1, description="Number of images to generate per prompt.")
 
 
-class TextToImage(Pipeline[TextToImageParams, GeneratedImages]):
+class TextToImage(DiffusionPipeline[TextToImageParams]):
     route = Route(
         path="/text-to-image",
         operation_id="genTextToImage",
@@ -87,44 +84,14 @@ class TextToImage(Pipeline[TextToImageParams, GeneratedImages]):
         example={"prompt": "a lighthouse at dusk", "width": 512, "height": 512, "seed": 1},
     )
 
-    pipe: Any = None
-    safety_checker: SafetyChecker | None = None
-
-    def load(self) -> None:
+    def diffusers_class(self) -> Any:
         from diffusers import AutoPipelineForText2Image
 
-        settings = self.settings
-        files = prepare_model(settings, fp16_without_variant=False)
-        self.device, self.placement = files.device, files.placement
-        index_file = files.path / "model_index.json"
-        if not index_file.exists():
-            raise ModelNotFound(
-                f"{self.model_id} in {files.path} is not a diffusers pipeline (no model_index.json)"
-            )
-        extra: dict[str, Any] = {}
-        if "safety_checker" in json.loads(index_file.read_text()):
-            # The runner checks images with its own, shared safety checker.
-            extra.update(safety_checker=None, requires_safety_checker=False)
-        log.info("loading %s from %s as %s", files.repo, files.path, self.placement.describe())
-        pipe = AutoPipelineForText2Image.from_pretrained(
-            files.repo,
-            torch_dtype=self.placement.dtype,
-            variant=self.placement.variant,
-            **files.source,
-            **extra,
-        )
-        pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe
-        self.prompt_slots = prompt_slots(pipe)
-        if settings.safety_checker:
-            self.safety_checker = SafetyChecker(settings, self.device, self.placement.dtype)
+        return AutoPipelineForText2Image
 
-    def describe(self) -> str:
-        return (
-            f"{self.model_id} ({type(self.pipe).__name__}, {self.placement.describe()}, "
-            f"safety checker {'on' if self.safety_checker else 'off'})"
-        )
+    def load(self) -> None:
+        super().load()
+        self.prompt_slots = prompt_slots(self.pipe)
 
     def warmup(self) -> None:
         s = self.settings
@@ -167,10 +134,5 @@ class TextToImage(Pipeline[TextToImageParams, GeneratedImages]):
             num_images_per_prompt=count,
             generator=generators(self.device, seeds),
         ).images
-        nsfw = [False] * len(images)
-        if params.safety_check and self.safety_checker is not None:
-            nsfw = self.safety_checker(images)
+        nsfw = self.nsfw_flags(images, params.safety_check)
         return GeneratedImages(images=images, seeds=seeds, nsfw=nsfw)
-
-    def encode(self, output: GeneratedImages) -> ImageResponse:
-        return output.to_response()

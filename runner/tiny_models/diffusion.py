@@ -196,3 +196,66 @@ def build_sdxl(folder: Path, seed: int) -> None:
     pipeline.save_pretrained(folder)
     save_clip_tokenizer(folder / "tokenizer")
     save_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
+
+
+def build_x4_upscaler(folder: Path, seed: int) -> None:
+    """Stable Diffusion x4 upscaler: a 7-channel UNet (latents plus the low-resolution image)
+    with a noise-level class embedding, a VAE 4x larger than its latents, DDIM with
+    v-prediction, and the DDPM low-resolution scheduler that noises the input."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    _seeded(seed)
+    vocab_size = save_clip_tokenizer(folder / "tokenizer")
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=8,
+        use_linear_projection=True,
+        num_class_embeds=1000,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(4, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        scaling_factor=0.08333,
+    )
+    pipeline = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(
+            beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02
+        ),
+        scheduler=DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            prediction_type="v_prediction",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        ),
+        max_noise_level=350,
+    )
+    pipeline.save_pretrained(folder)
+    save_clip_tokenizer(folder / "tokenizer")
