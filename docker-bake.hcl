@@ -29,7 +29,7 @@ variable "TORCHVISION_VERSION" {
 
 # Which pipelines each group's image serves (the group column of pipelines/registry.py).
 variable "DIFFUSION_PIPELINES" {
-  default = ["text-to-image", "upscale"]
+  default = ["text-to-image", "image-to-image", "upscale"]
 }
 
 variable "VISION_PIPELINES" {
@@ -110,6 +110,10 @@ target "speech" {
 
 # `docker buildx bake <pipeline>` builds the image that serves it.
 group "text-to-image" {
+  targets = ["diffusion"]
+}
+
+group "image-to-image" {
   targets = ["diffusion"]
 }
 

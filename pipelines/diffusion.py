@@ -82,8 +82,8 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
     safety_checker: SafetyChecker | None = None
 
     @abstractmethod
-    def diffusers_class(self) -> Any:
-        """The diffusers class (or auto pipeline) that loads this pipeline's models."""
+    def diffusers_class(self, model_index: dict) -> Any:
+        """The diffusers class (or auto pipeline) that loads the model ``model_index`` says."""
 
     def load(self) -> None:
         settings = self.settings
@@ -94,12 +94,13 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
             raise ModelNotFound(
                 f"{self.model_id} in {files.path} is not a diffusers pipeline (no model_index.json)"
             )
+        model_index = json.loads(index_file.read_text())
         extra: dict[str, Any] = {}
-        if "safety_checker" in json.loads(index_file.read_text()):
+        if "safety_checker" in model_index:
             # The runner checks images with its own, shared safety checker.
             extra.update(safety_checker=None, requires_safety_checker=False)
         log.info("loading %s from %s as %s", files.repo, files.path, self.placement.describe())
-        pipe = self.diffusers_class().from_pretrained(
+        pipe = self.diffusers_class(model_index).from_pretrained(
             files.repo,
             torch_dtype=self.placement.dtype,
             variant=self.placement.variant,

@@ -32,6 +32,9 @@ REGISTRY: dict[str, Entry] = {
         "pipelines.segment_anything_2:SegmentAnything2", "facebook/sam2-hiera-large", "vision"
     ),
     "text-to-speech": Entry("pipelines.text_to_speech:TextToSpeech", "suno/bark", "speech"),
+    "image-to-image": Entry(
+        "pipelines.image_to_image:ImageToImage", "ByteDance/SDXL-Lightning", "diffusion"
+    ),
     "upscale": Entry(
         "pipelines.upscale:Upscale", "stabilityai/stable-diffusion-x4-upscaler", "diffusion"
     ),

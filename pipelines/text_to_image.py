@@ -84,7 +84,7 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         example={"prompt": "a lighthouse at dusk", "width": 512, "height": 512, "seed": 1},
     )
 
-    def diffusers_class(self) -> Any:
+    def diffusers_class(self, model_index: dict) -> Any:
         from diffusers import AutoPipelineForText2Image
 
         return AutoPipelineForText2Image

@@ -55,7 +55,7 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
         example={"prompt": "a sharp photograph", "seed": 1},
     )
 
-    def diffusers_class(self) -> Any:
+    def diffusers_class(self, model_index: dict) -> Any:
         from diffusers import StableDiffusionUpscalePipeline
 
         return StableDiffusionUpscalePipeline

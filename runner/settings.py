@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     max_inference_steps: int = Field(150, ge=1)
     max_images_per_request: int = Field(8, ge=1)
     max_guidance_scale: float = Field(50.0, ge=0)
+    image_pixel_budget: int = Field(
+        1024 * 1024, ge=64 * 64, description="Larger image-to-image inputs are scaled down."
+    )
     upscale_max_input_pixels: int = Field(
         512 * 512, ge=64 * 64, description="Largest image upscale takes, in pixels."
     )

@@ -104,16 +104,12 @@ def build_safety_checker(folder: Path, seed: int, flag_everything: bool = False)
     _image_processor().save_pretrained(folder)
 
 
-def build_sd15(folder: Path, seed: int) -> None:
-    """Stable Diffusion 1.x: one CLIP text encoder, PNDM, a bundled safety checker."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+def _sd_unet(in_channels: int):
+    from diffusers import UNet2DConditionModel
 
-    _seeded(seed)
-    vocab_size = save_clip_tokenizer(folder / "tokenizer")
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=64,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
@@ -123,6 +119,16 @@ def build_sd15(folder: Path, seed: int) -> None:
         cross_attention_dim=TEXT_HIDDEN,
         attention_head_dim=8,
     )
+
+
+def build_sd15(folder: Path, seed: int) -> None:
+    """Stable Diffusion 1.x: one CLIP text encoder, PNDM, a bundled safety checker."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    _seeded(seed)
+    vocab_size = save_clip_tokenizer(folder / "tokenizer")
+    unet = _sd_unet(in_channels=4)
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -141,6 +147,30 @@ def build_sd15(folder: Path, seed: int) -> None:
         safety_checker=_safety_checker(flag_everything=False),
         feature_extractor=_image_processor(),
         requires_safety_checker=True,
+    )
+    pipeline.save_pretrained(folder)
+    save_clip_tokenizer(folder / "tokenizer")
+
+
+def build_instruct_pix2pix(folder: Path, seed: int) -> None:
+    """InstructPix2Pix: SD 1.x whose UNet also reads the input image's latents (8 input
+    channels), with Euler ancestral, as timbrooks/instruct-pix2pix."""
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    _seeded(seed)
+    vocab_size = save_clip_tokenizer(folder / "tokenizer")
+    pipeline = StableDiffusionInstructPix2PixPipeline(
+        vae=_vae(0.18215),
+        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        unet=_sd_unet(in_channels=8),
+        scheduler=EulerAncestralDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+        ),
+        safety_checker=None,
+        feature_extractor=_image_processor(),
+        requires_safety_checker=False,
     )
     pipeline.save_pretrained(folder)
     save_clip_tokenizer(folder / "tokenizer")

@@ -1,0 +1,164 @@
+"""image-to-image: SD 1.x/SDXL checkpoints through diffusers' image-to-image auto pipeline,
+and InstructPix2Pix (which also weighs the input image: ``image_guidance_scale``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Annotated, Any
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines import checks
+from pipelines.base import Route
+from pipelines.diffusion import (
+    DiffusionPipeline,
+    GeneratedImages,
+    generators,
+    image_seeds,
+    prompt_slots,
+    split_prompt,
+)
+from runner.errors import InvalidInput
+from runner.schemas import ImageResponse, optional_int
+from runner.uploads import Upload
+
+log = logging.getLogger("pipelines.image_to_image")
+PIX2PIX = "StableDiffusionInstructPix2PixPipeline"
+
+
+class ImageToImageParams(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    prompt: str = Field(description="Text prompt(s) to guide image generation.")
+    image: Annotated[Image.Image, Upload("image", "Uploaded image to modify with the pipeline.")]
+    model_id: str = Field("", description="Hugging Face model ID used for image generation.")
+    loras: str = Field(
+        "",
+        description=(
+            "A LoRA (Low-Rank Adaptation) model and its corresponding weight for image "
+            'generation. Example: { "latent-consistency/lcm-lora-sdxl": 1.0, '
+            '"nerijs/pixel-art-xl": 1.2}.'
+        ),
+    )
+    strength: float = Field(
+        0.8, description="Degree of transformation applied to the reference image (0 to 1)."
+    )
+    guidance_scale: float = Field(
+        7.5,
+        description=(
+            "Encourages model to generate images closely linked to the text prompt (higher "
+            "values may reduce image quality)."
+        ),
+    )
+    image_guidance_scale: float = Field(
+        1.5,
+        description="Degree to which the generated image is pushed towards the initial image.",
+    )
+    negative_prompt: str = Field(
+        "",
+        description=(
+            "Text prompt(s) to guide what to exclude from image generation. Ignored if "
+            "guidance_scale < 1."
+        ),
+    )
+    safety_check: bool = Field(
+        True,
+        description=(
+            "Perform a safety check to estimate if generated images could be offensive or harmful."
+        ),
+    )
+    seed: int | None = optional_int("Seed for random number generation.")
+    num_inference_steps: int = Field(
+        100,
+        description=(
+            "Number of denoising steps. More steps usually lead to higher quality images but "
+            "slower inference. Modulated by strength."
+        ),
+    )
+    num_images_per_prompt: int = Field(1, description="Number of images to generate per prompt.")
+
+
+def fit_to_budget(image: Image.Image, budget: int) -> Image.Image:
+    """The image scaled down (aspect kept) to at most ``budget`` pixels, sides multiples of 8."""
+    width, height = image.size
+    scale = min(1.0, math.sqrt(budget / (width * height)))
+    size = (max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8))
+    if size == image.size:
+        return image
+    log.info("input image %dx%d resized to %dx%d (budget %d pixels)", width, height, *size, budget)
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+class ImageToImage(DiffusionPipeline[ImageToImageParams]):
+    route = Route(
+        path="/image-to-image",
+        operation_id="genImageToImage",
+        summary="Image To Image",
+        description="Apply image transformations to a provided image.",
+        params=ImageToImageParams,
+        response=ImageResponse,
+        sdk_name="imageToImage",
+        example={"prompt": "make it autumn", "seed": 1},
+    )
+
+    def diffusers_class(self, model_index: dict) -> Any:
+        from diffusers import AutoPipelineForImage2Image, StableDiffusionInstructPix2PixPipeline
+
+        self.instruct = model_index.get("_class_name") == PIX2PIX
+        return (
+            StableDiffusionInstructPix2PixPipeline if self.instruct else AutoPipelineForImage2Image
+        )
+
+    def load(self) -> None:
+        super().load()
+        self.prompt_slots = prompt_slots(self.pipe)
+
+    def warmup(self) -> None:
+        self.predict(
+            ImageToImageParams(
+                prompt="warm-up", image=Image.new("RGB", (512, 512)), num_inference_steps=2, seed=0
+            )
+        )
+
+    def check(self, params: ImageToImageParams) -> None:
+        s = self.settings
+        checks.non_empty("prompt", params.prompt)
+        checks.in_range("strength", params.strength, 0, 1)
+        checks.in_range("num_inference_steps", params.num_inference_steps, 1, s.max_inference_steps)
+        checks.in_range(
+            "num_images_per_prompt", params.num_images_per_prompt, 1, s.max_images_per_request
+        )
+        checks.in_range("guidance_scale", params.guidance_scale, 0, s.max_guidance_scale)
+        checks.in_range(
+            "image_guidance_scale", params.image_guidance_scale, 0, s.max_guidance_scale
+        )
+        checks.seed(params.seed)
+        if params.loras.strip() not in ("", "{}"):
+            raise InvalidInput("loras: LoRA adapters are not supported by this runner yet.")
+
+    def predict(self, params: ImageToImageParams) -> GeneratedImages:
+        count = params.num_images_per_prompt
+        seeds = image_seeds(params.seed, count)
+        kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
+        if params.negative_prompt:
+            kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
+        if self.instruct:
+            kwargs["image_guidance_scale"] = params.image_guidance_scale
+        else:
+            if int(params.num_inference_steps * params.strength) < 1:
+                raise InvalidInput(
+                    "num_inference_steps x strength must be at least 1, got "
+                    f"{params.num_inference_steps} x {params.strength:g}."
+                )
+            kwargs["strength"] = params.strength
+        images = self.pipe(
+            **kwargs,
+            image=fit_to_budget(params.image, self.settings.image_pixel_budget),
+            guidance_scale=params.guidance_scale,
+            num_inference_steps=params.num_inference_steps,
+            num_images_per_prompt=count,
+            generator=generators(self.device, seeds),
+        ).images
+        return GeneratedImages(images, seeds, self.nsfw_flags(images, params.safety_check))
