@@ -11,6 +11,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import checks
+from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import (
     DiffusionPipeline,
@@ -21,7 +22,7 @@ from pipelines.diffusion import (
     split_prompt,
 )
 from runner.errors import InvalidInput
-from runner.schemas import ImageResponse, optional_int
+from runner.schemas import ImageResponse
 from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.image_to_image")
@@ -34,50 +35,20 @@ class ImageToImageParams(BaseModel):
     prompt: str = Field(description="Text prompt(s) to guide image generation.")
     image: Annotated[Image.Image, Upload("image", "Uploaded image to modify with the pipeline.")]
     model_id: str = Field("", description="Hugging Face model ID used for image generation.")
-    loras: str = Field(
-        "",
-        description=(
-            "A LoRA (Low-Rank Adaptation) model and its corresponding weight for image "
-            'generation. Example: { "latent-consistency/lcm-lora-sdxl": 1.0, '
-            '"nerijs/pixel-art-xl": 1.2}.'
-        ),
-    )
+    loras: str = fields.loras()
     strength: float = Field(
         0.8, description="Degree of transformation applied to the reference image (0 to 1)."
     )
-    guidance_scale: float = Field(
-        7.5,
-        description=(
-            "Encourages model to generate images closely linked to the text prompt (higher "
-            "values may reduce image quality)."
-        ),
-    )
+    guidance_scale: float = fields.guidance_scale()
     image_guidance_scale: float = Field(
         1.5,
         description="Degree to which the generated image is pushed towards the initial image.",
     )
-    negative_prompt: str = Field(
-        "",
-        description=(
-            "Text prompt(s) to guide what to exclude from image generation. Ignored if "
-            "guidance_scale < 1."
-        ),
-    )
-    safety_check: bool = Field(
-        True,
-        description=(
-            "Perform a safety check to estimate if generated images could be offensive or harmful."
-        ),
-    )
-    seed: int | None = optional_int("Seed for random number generation.")
-    num_inference_steps: int = Field(
-        100,
-        description=(
-            "Number of denoising steps. More steps usually lead to higher quality images but "
-            "slower inference. Modulated by strength."
-        ),
-    )
-    num_images_per_prompt: int = Field(1, description="Number of images to generate per prompt.")
+    negative_prompt: str = fields.negative_prompt()
+    safety_check: bool = fields.safety_check()
+    seed: int | None = fields.seed()
+    num_inference_steps: int = fields.num_inference_steps(100)
+    num_images_per_prompt: int = fields.num_images_per_prompt()
 
 
 def fit_to_budget(image: Image.Image, budget: int) -> Image.Image:

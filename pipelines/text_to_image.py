@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pipelines import checks
+from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import (
     DiffusionPipeline,
@@ -17,22 +18,14 @@ from pipelines.diffusion import (
     prompt_slots,
     split_prompt,
 )
-from runner.errors import InvalidInput
-from runner.schemas import ImageResponse, optional_int
+from runner.schemas import ImageResponse
 
 log = logging.getLogger("pipelines.text_to_image")
 
 
 class TextToImageParams(BaseModel):
     model_id: str = Field("", description="Hugging Face model ID used for image generation.")
-    loras: str = Field(
-        "",
-        description=(
-            "A LoRA (Low-Rank Adaptation) model and its corresponding weight for image "
-            'generation. Example: { "latent-consistency/lcm-lora-sdxl": 1.0, '
-            '"nerijs/pixel-art-xl": 1.2}.'
-        ),
-    )
+    loras: str = fields.loras()
     prompt: str = Field(
         description=(
             "Text prompt(s) to guide image generation. Separate multiple prompts with '|' "
@@ -41,35 +34,12 @@ class TextToImageParams(BaseModel):
     )
     height: int = Field(576, description="The height in pixels of the generated image.")
     width: int = Field(1024, description="The width in pixels of the generated image.")
-    guidance_scale: float = Field(
-        7.5,
-        description=(
-            "Encourages model to generate images closely linked to the text prompt (higher "
-            "values may reduce image quality)."
-        ),
-    )
-    negative_prompt: str = Field(
-        "",
-        description=(
-            "Text prompt(s) to guide what to exclude from image generation. Ignored if "
-            "guidance_scale < 1."
-        ),
-    )
-    safety_check: bool = Field(
-        True,
-        description=(
-            "Perform a safety check to estimate if generated images could be offensive or harmful."
-        ),
-    )
-    seed: int | None = optional_int("Seed for random number generation.")
-    num_inference_steps: int = Field(
-        50,
-        description=(
-            "Number of denoising steps. More steps usually lead to higher quality images but "
-            "slower inference. Modulated by strength."
-        ),
-    )
-    num_images_per_prompt: int = Field(1, description="Number of images to generate per prompt.")
+    guidance_scale: float = fields.guidance_scale()
+    negative_prompt: str = fields.negative_prompt()
+    safety_check: bool = fields.safety_check()
+    seed: int | None = fields.seed()
+    num_inference_steps: int = fields.num_inference_steps(50)
+    num_images_per_prompt: int = fields.num_images_per_prompt()
 
 
 class TextToImage(DiffusionPipeline[TextToImageParams]):
@@ -107,17 +77,9 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
 
     def check(self, params: TextToImageParams) -> None:
         s = self.settings
-        checks.non_empty("prompt", params.prompt)
+        fields.check_shared(s, params)
         checks.image_side("width", params.width, s.image_size_min, s.image_size_max)
         checks.image_side("height", params.height, s.image_size_min, s.image_size_max)
-        checks.in_range("num_inference_steps", params.num_inference_steps, 1, s.max_inference_steps)
-        checks.in_range(
-            "num_images_per_prompt", params.num_images_per_prompt, 1, s.max_images_per_request
-        )
-        checks.in_range("guidance_scale", params.guidance_scale, 0, s.max_guidance_scale)
-        checks.seed(params.seed)
-        if params.loras.strip() not in ("", "{}"):
-            raise InvalidInput("loras: LoRA adapters are not supported by this runner yet.")
 
     def predict(self, params: TextToImageParams) -> GeneratedImages:
         count = params.num_images_per_prompt

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines import checks
+from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import DiffusionPipeline, GeneratedImages, generators, image_seeds
 from runner.errors import InvalidInput
-from runner.schemas import ImageResponse, optional_int
+from runner.schemas import ImageResponse
 from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.upscale")
@@ -27,20 +27,9 @@ class UpscaleParams(BaseModel):
     model_id: str = Field(
         "", description="Hugging Face model ID used for upscaled image generation."
     )
-    safety_check: bool = Field(
-        True,
-        description=(
-            "Perform a safety check to estimate if generated images could be offensive or harmful."
-        ),
-    )
-    seed: int | None = optional_int("Seed for random number generation.")
-    num_inference_steps: int = Field(
-        75,
-        description=(
-            "Number of denoising steps. More steps usually lead to higher quality images but "
-            "slower inference. Modulated by strength."
-        ),
-    )
+    safety_check: bool = fields.safety_check()
+    seed: int | None = fields.seed()
+    num_inference_steps: int = fields.num_inference_steps(75)
 
 
 class Upscale(DiffusionPipeline[UpscaleParams]):
@@ -69,9 +58,7 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
 
     def check(self, params: UpscaleParams) -> None:
         s = self.settings
-        checks.non_empty("prompt", params.prompt)
-        checks.in_range("num_inference_steps", params.num_inference_steps, 1, s.max_inference_steps)
-        checks.seed(params.seed)
+        fields.check_shared(s, params)
         width, height = params.image.size
         if width * height > s.upscale_max_input_pixels:
             side = int(s.upscale_max_input_pixels**0.5)
