@@ -7,6 +7,15 @@ import sys
 import warnings
 
 
+class _PlainUvicornName(logging.Filter):
+    """uvicorn logs start-up lines as ``uvicorn.error``; operators grep for "error"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error":
+            record.name = "uvicorn"
+        return True
+
+
 def configure_logging(verbose: bool) -> None:
     # diffusers renamed torch_dtype to dtype in 2026; the runner keeps the name that every
     # supported diffusers release understands.
@@ -16,6 +25,7 @@ def configure_logging(verbose: bool) -> None:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     )
+    handler.addFilter(_PlainUvicornName())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
