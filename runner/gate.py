@@ -6,6 +6,7 @@ runner is full costs nothing: no body is read, no model is touched.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -142,8 +143,16 @@ class Gate:
             raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes.")
         chunks: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self.runtime.settings.body_timeout
         while True:
-            message = await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
+            except TimeoutError:
+                raise InvalidInput(
+                    f"Request body not received within {self.runtime.settings.body_timeout:g} "
+                    "seconds."
+                ) from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")

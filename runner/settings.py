@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(30.0, ge=0, description="Seconds in-flight work gets on SIGTERM.")
 
     max_json_bytes: int = Field(1 * MiB, ge=1024)
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client has to send its whole request body."
+    )
     max_image_bytes: int = Field(10 * MiB, ge=1024)
     max_audio_bytes: int = Field(50 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64 * 64, description="Largest upload, in pixels.")

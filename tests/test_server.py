@@ -129,3 +129,21 @@ def test_a_model_missing_from_model_dir_is_error_and_the_log_says_how_to_fix_it(
 def test_healthcheck_fails_when_nothing_answers(capsys):
     assert main(["healthcheck", "--url", "http://127.0.0.1:9/health"]) == 1
     assert "did not answer" in capsys.readouterr().out
+
+
+def test_a_stalled_body_is_answered_and_frees_its_place(runner_process):
+    """A client that stops sending its body cannot hold a queue place forever."""
+    import socket
+
+    runner = runner_process(BODY_TIMEOUT="1", CAPACITY="1", MAX_QUEUE="0")
+    runner.wait_status({"IDLE"})
+    with socket.create_connection(("127.0.0.1", runner.port), timeout=10) as stalled:
+        stalled.sendall(
+            b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"prompt": '
+        )
+        answer = stalled.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 400")
+    assert "Request body not received within 1 seconds." in answer
+    small = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 1}
+    assert httpx.post(runner.url + "/text-to-image", json=small, timeout=60).status_code == 200
