@@ -11,7 +11,10 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from pipelines.base import ParamsT, Pipeline
+from pipelines.diffusion_families import Family, family_of
 from runner.device import prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
@@ -80,6 +83,7 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
 
     pipe: Any = None
     safety_checker: SafetyChecker | None = None
+    family: Family | None = None
 
     @abstractmethod
     def diffusers_class(self, model_index: dict) -> Any:
@@ -110,6 +114,15 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
+        self.family = family_of(self.model_id)
+        if self.family:
+            log.info(
+                "%s is a %s model: %d steps and guidance %g unless a request sets them",
+                self.model_id,
+                self.family.name,
+                self.family.steps,
+                self.family.guidance_scale,
+            )
         if settings.safety_checker:
             self.safety_checker = SafetyChecker(settings, self.device, self.placement.dtype)
 
@@ -118,6 +131,17 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
             f"{self.model_id} ({type(self.pipe).__name__}, {self.placement.describe()}, "
             f"safety checker {'on' if self.safety_checker else 'off'})"
         )
+
+    def steps_and_guidance(self, params: BaseModel) -> tuple[int, float]:
+        """The request's values, or the model family's where it left the contract default."""
+        steps, guidance = params.num_inference_steps, params.guidance_scale
+        if self.family is not None:
+            defaults = type(params).model_fields
+            if steps == defaults["num_inference_steps"].default:
+                steps = self.family.steps
+            if guidance == defaults["guidance_scale"].default:
+                guidance = self.family.guidance_scale
+        return steps, guidance
 
     def nsfw_flags(self, images: list[Image.Image], requested: bool) -> list[bool]:
         """Each image's flag from the safety checker; all false when not asked or turned off."""

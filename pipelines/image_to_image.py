@@ -112,23 +112,24 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
     def predict(self, params: ImageToImageParams) -> GeneratedImages:
         count = params.num_images_per_prompt
         seeds = image_seeds(params.seed, count)
+        steps, guidance = self.steps_and_guidance(params)
         kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
         if params.negative_prompt:
             kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
         if self.instruct:
             kwargs["image_guidance_scale"] = params.image_guidance_scale
         else:
-            if int(params.num_inference_steps * params.strength) < 1:
+            if int(steps * params.strength) < 1:
                 raise InvalidInput(
                     "num_inference_steps x strength must be at least 1, got "
-                    f"{params.num_inference_steps} x {params.strength:g}."
+                    f"{steps} x {params.strength:g}."
                 )
             kwargs["strength"] = params.strength
         images = self.pipe(
             **kwargs,
             image=fit_to_budget(params.image, self.settings.image_pixel_budget),
-            guidance_scale=params.guidance_scale,
-            num_inference_steps=params.num_inference_steps,
+            guidance_scale=guidance,
+            num_inference_steps=steps,
             num_images_per_prompt=count,
             generator=generators(self.device, seeds),
         ).images

@@ -84,6 +84,7 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
     def predict(self, params: TextToImageParams) -> GeneratedImages:
         count = params.num_images_per_prompt
         seeds = image_seeds(params.seed, count)
+        steps, guidance = self.steps_and_guidance(params)
         kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
         if params.negative_prompt:
             kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
@@ -91,8 +92,8 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
             **kwargs,
             width=params.width,
             height=params.height,
-            guidance_scale=params.guidance_scale,
-            num_inference_steps=params.num_inference_steps,
+            guidance_scale=guidance,
+            num_inference_steps=steps,
             num_images_per_prompt=count,
             generator=generators(self.device, seeds),
         ).images

@@ -6,7 +6,7 @@ import pytest
 from conftest import serving
 from helpers import decode_image, max_pixel_difference, pixels
 
-from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SDXL
+from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SDXL, TINY_SDXL_TURBO
 
 SMALL = {"width": 96, "height": 64, "num_inference_steps": 2}
 
@@ -110,3 +110,35 @@ def test_safety_checker_can_be_turned_off(make_settings):
     with serving(settings) as client:
         assert client.get("/health").json() == {"status": "IDLE"}
         assert generate(client, seed=1)[0]["nsfw"] is False
+
+
+@pytest.fixture(scope="module")
+def turbo_client(make_settings):
+    with serving(make_settings(model_id=TINY_SDXL_TURBO)) as client:
+        yield client
+
+
+def unet_calls(client, **fields) -> int:
+    """How many times the UNet ran for one request (with classifier-free guidance the
+    conditional and unconditional halves share one call per step)."""
+    unet = client.app.state.runtime.pipeline.pipe.unet
+    calls = []
+    handle = unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        response = client.post(
+            "/text-to-image", json={"prompt": "a cat", "width": 64, "height": 64, **fields}
+        )
+        assert response.status_code == 200, response.text
+    finally:
+        handle.remove()
+    return len(calls)
+
+
+def test_few_step_models_use_their_own_defaults_unless_the_request_sets_them(turbo_client):
+    assert unet_calls(turbo_client) == 2  # Turbo: 2 steps, no guidance
+    assert unet_calls(turbo_client, num_inference_steps=3) == 3
+    assert unet_calls(turbo_client, num_inference_steps=3, guidance_scale=5.0) == 3
+
+
+def test_other_models_keep_the_contract_defaults(sdxl_client):
+    assert unet_calls(sdxl_client) == 50  # Euler: one call per step

@@ -29,6 +29,7 @@ class Recipe:
 
 TINY_SD = "tiny-random/stable-diffusion-v1-5"
 TINY_SDXL = "tiny-random/stable-diffusion-xl"
+TINY_SDXL_TURBO = "tiny-random/sdxl-turbo"
 TINY_UPSCALER = "tiny-random/stable-diffusion-x4-upscaler"
 TINY_PIX2PIX = "tiny-random/instruct-pix2pix"
 TINY_SAFETY_CHECKER = "tiny-random/safety-checker"
@@ -42,6 +43,7 @@ TINY_BARK = "tiny-random/bark"
 RECIPES: dict[str, Recipe] = {
     TINY_SD: Recipe(diffusion.build_sd15, "Stable Diffusion 1.x pipeline (text-to-image)"),
     TINY_SDXL: Recipe(diffusion.build_sdxl, "Stable Diffusion XL pipeline (text-to-image)"),
+    TINY_SDXL_TURBO: Recipe(diffusion.build_sdxl, "SDXL under a Turbo id (few-step defaults)"),
     TINY_PIX2PIX: Recipe(diffusion.build_instruct_pix2pix, "InstructPix2Pix (image-to-image)"),
     TINY_UPSCALER: Recipe(diffusion.build_x4_upscaler, "Stable Diffusion x4 upscaler (upscale)"),
     TINY_SAFETY_CHECKER: Recipe(diffusion.build_safety_checker, "safety checker"),
