@@ -142,8 +142,24 @@ def test_a_stalled_body_is_answered_and_frees_its_place(runner_process):
             b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b'Content-Length: 100\r\n\r\n{"prompt": '
         )
-        answer = stalled.recv(4096).decode()
+        answer = read_response(stalled)
     assert answer.startswith("HTTP/1.1 400")
     assert "Request body not received within 1 seconds." in answer
     small = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 1}
     assert httpx.post(runner.url + "/text-to-image", json=small, timeout=60).status_code == 200
+
+
+def read_response(sock) -> str:
+    """One whole HTTP/1.1 response from a raw socket (headers, then content-length bytes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return (head + b"\r\n\r\n" + body).decode()
