@@ -54,20 +54,23 @@ group "default" {
   targets = ["diffusion", "vision", "audio", "speech"]
 }
 
+# What every image shares; bake merges each target's args into these.
 target "_common" {
   context    = "."
   dockerfile = "Dockerfile"
   platforms  = ["linux/amd64"]
+  args = {
+    VERSION             = VERSION
+    CUDA_VERSION        = CUDA_VERSION
+    TORCH_VERSION       = TORCH_VERSION
+    TORCHVISION_VERSION = TORCHVISION_VERSION
+  }
 }
 
 target "diffusion" {
   inherits = ["_common"]
   args = {
-    PIPELINE_GROUP      = "diffusion"
-    VERSION             = VERSION
-    CUDA_VERSION        = CUDA_VERSION
-    TORCH_VERSION       = TORCH_VERSION
-    TORCHVISION_VERSION = TORCHVISION_VERSION
+    PIPELINE_GROUP = "diffusion"
   }
   tags = pipeline_tags(DIFFUSION_PIPELINES)
 }
@@ -75,11 +78,7 @@ target "diffusion" {
 target "vision" {
   inherits = ["_common"]
   args = {
-    PIPELINE_GROUP      = "vision"
-    VERSION             = VERSION
-    CUDA_VERSION        = CUDA_VERSION
-    TORCH_VERSION       = TORCH_VERSION
-    TORCHVISION_VERSION = TORCHVISION_VERSION
+    PIPELINE_GROUP = "vision"
   }
   tags = pipeline_tags(VISION_PIPELINES)
 }
@@ -87,11 +86,7 @@ target "vision" {
 target "audio" {
   inherits = ["_common"]
   args = {
-    PIPELINE_GROUP      = "audio"
-    VERSION             = VERSION
-    CUDA_VERSION        = CUDA_VERSION
-    TORCH_VERSION       = TORCH_VERSION
-    TORCHVISION_VERSION = TORCHVISION_VERSION
+    PIPELINE_GROUP = "audio"
   }
   tags = pipeline_tags(AUDIO_PIPELINES)
 }
@@ -99,11 +94,7 @@ target "audio" {
 target "speech" {
   inherits = ["_common"]
   args = {
-    PIPELINE_GROUP      = "speech"
-    VERSION             = VERSION
-    CUDA_VERSION        = CUDA_VERSION
-    TORCH_VERSION       = TORCH_VERSION
-    TORCHVISION_VERSION = TORCHVISION_VERSION
+    PIPELINE_GROUP = "speech"
   }
   tags = pipeline_tags(SPEECH_PIPELINES)
 }

@@ -104,21 +104,24 @@ def build_safety_checker(folder: Path, seed: int, flag_everything: bool = False)
     _image_processor().save_pretrained(folder)
 
 
-def _sd_unet(in_channels: int):
+def _unet(**architecture: object):
+    """A tiny ``UNet2DConditionModel``: three levels, self-attention only at the lowest;
+    ``architecture`` sets what differs between families (input channels, conditioning)."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(
-        sample_size=64,
-        in_channels=in_channels,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=8,
-    )
+    config = {
+        "sample_size": 64,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "block_out_channels": (8, 16, 16),
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "cross_attention_dim": TEXT_HIDDEN,
+        "attention_head_dim": 8,
+    }
+    return UNet2DConditionModel(**(config | architecture))
 
 
 def build_sd15(folder: Path, seed: int) -> None:
@@ -128,7 +131,7 @@ def build_sd15(folder: Path, seed: int) -> None:
 
     _seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
-    unet = _sd_unet(in_channels=4)
+    unet = _unet()
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -164,7 +167,7 @@ def build_instruct_pix2pix(folder: Path, seed: int) -> None:
         vae=_vae(0.18215),
         text_encoder=CLIPTextModel(_text_config(vocab_size)),
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-        unet=_sd_unet(in_channels=8),
+        unet=_unet(in_channels=8),
         scheduler=EulerAncestralDiscreteScheduler(
             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
         ),
@@ -178,22 +181,15 @@ def build_instruct_pix2pix(folder: Path, seed: int) -> None:
 
 def build_sdxl(folder: Path, seed: int) -> None:
     """Stable Diffusion XL: two CLIP text encoders, micro-conditioning, Euler."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     _seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
     save_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
     time_embed_dim = 8
-    unet = UNet2DConditionModel(
+    unet = _unet(
         sample_size=128,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
         cross_attention_dim=2 * TEXT_HIDDEN,  # both encoders' hidden states, concatenated
         attention_head_dim=(2, 4, 4),
         transformer_layers_per_block=(1, 1, 2),
@@ -237,23 +233,14 @@ def build_x4_upscaler(folder: Path, seed: int) -> None:
         DDIMScheduler,
         DDPMScheduler,
         StableDiffusionUpscalePipeline,
-        UNet2DConditionModel,
     )
     from transformers import CLIPTextModel, CLIPTokenizer
 
     _seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
-    unet = UNet2DConditionModel(
+    unet = _unet(
         sample_size=32,
         in_channels=7,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=8,
         use_linear_projection=True,
         num_class_embeds=1000,
     )
