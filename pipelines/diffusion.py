@@ -9,13 +9,18 @@ import logging
 import random
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
 from pipelines.base import ParamsT, Pipeline
-from pipelines.diffusion_families import Family, family_of
-from runner.device import prepare_model
+from pipelines.diffusion_families import (
+    Family,
+    LightningUNet,
+    family_of,
+    lightning_unet,
+)
+from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
 from runner.media import png_data_url
@@ -81,6 +86,7 @@ def split_prompt(field: str, text: str, slots: int) -> dict[str, str]:
 class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
     """A diffusers pipeline from ``MODEL_DIR``, plus the runner's shared safety checker."""
 
+    architectures: ClassVar[tuple[str, ...]]  # model_index.json class names it serves
     pipe: Any = None
     safety_checker: SafetyChecker | None = None
     family: Family | None = None
@@ -91,18 +97,23 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
 
     def load(self) -> None:
         settings = self.settings
-        files = prepare_model(settings, fp16_without_variant=False)
+        swap = lightning_unet(self.model_id)
+        if swap is None:
+            files = prepare_model(settings, fp16_without_variant=False)
+        else:  # the UNet repository holds no pipeline: the SDXL base provides the rest
+            files = prepare_model(settings, repo=settings.sdxl_base_id, fp16_without_variant=False)
+        model_index = read_model_index(files)
+        self.family = family_of(self.model_id, model_index.get("_class_name"), self.architectures)
+        if self.family.cuda_dtype and files.device == "cuda" and not settings.bfloat16:
+            files = files.with_dtype(self.family.cuda_dtype)
         self.device, self.placement = files.device, files.placement
-        index_file = files.path / "model_index.json"
-        if not index_file.exists():
-            raise ModelNotFound(
-                f"{self.model_id} in {files.path} is not a diffusers pipeline (no model_index.json)"
-            )
-        model_index = json.loads(index_file.read_text())
         extra: dict[str, Any] = {}
         if "safety_checker" in model_index:
             # The runner checks images with its own, shared safety checker.
             extra.update(safety_checker=None, requires_safety_checker=False)
+        if swap is not None:
+            extra["unet"] = load_lightning_unet(settings, files, swap)
+            self.family = swap.family
         log.info("loading %s from %s as %s", files.repo, files.path, self.placement.describe())
         pipe = self.diffusers_class(model_index).from_pretrained(
             files.repo,
@@ -111,20 +122,41 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
             **files.source,
             **extra,
         )
+        if swap is not None:
+            from diffusers import EulerDiscreteScheduler
+
+            pipe.scheduler = EulerDiscreteScheduler.from_config(
+                pipe.scheduler.config, timestep_spacing="trailing"
+            )
+            log.info(
+                "%s: UNet %s from %s in the %s base; scheduler %s on trailing timesteps",
+                self.model_id,
+                swap.filename,
+                swap.repo,
+                files.repo,
+                type(pipe.scheduler).__name__,
+            )
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
-        self.family = family_of(self.model_id)
-        if self.family:
-            log.info(
-                "%s is a %s model: %d steps and guidance %g unless a request sets them",
-                self.model_id,
-                self.family.name,
-                self.family.steps,
-                self.family.guidance_scale,
-            )
+        self.log_family()
         if settings.safety_checker:
             self.safety_checker = SafetyChecker(settings, self.device, self.placement.dtype)
+
+    def log_family(self) -> None:
+        family = self.family
+        if family.steps is None:
+            log.info("%s is a %s model", self.model_id, family.name)
+            return
+        when = "for every request" if family.fixed else "unless a request sets them"
+        log.info(
+            "%s is a %s model: %d steps and guidance %g %s",
+            self.model_id,
+            family.name,
+            family.steps,
+            family.guidance_scale,
+            when,
+        )
 
     def describe(self) -> str:
         return (
@@ -133,15 +165,38 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         )
 
     def steps_and_guidance(self, params: BaseModel) -> tuple[int, float]:
-        """The request's values, or the model family's where it left the contract default."""
+        """The request's values, or the model family's where it left the contract default
+        (or always, for a family whose values are fixed)."""
         steps, guidance = params.num_inference_steps, params.guidance_scale
-        if self.family is not None:
-            defaults = type(params).model_fields
-            if steps == defaults["num_inference_steps"].default:
-                steps = self.family.steps
-            if guidance == defaults["guidance_scale"].default:
-                guidance = self.family.guidance_scale
+        family = self.family
+        if family is None or family.steps is None:
+            return steps, guidance
+        defaults = type(params).model_fields
+        if family.fixed or steps == defaults["num_inference_steps"].default:
+            steps = family.steps
+        if family.fixed or guidance == defaults["guidance_scale"].default:
+            guidance = family.guidance_scale
         return steps, guidance
+
+    def check_for_model(self, params: BaseModel) -> None:
+        """Checks that depend on the loaded model's family (a no-op until it is loaded):
+        called from ``check``, and again in ``predict`` for requests that arrived while it
+        was loading."""
+        family = self.family
+        if family is None:
+            return
+        if not family.negative_prompt and getattr(params, "negative_prompt", ""):
+            raise InvalidInput(
+                f"negative_prompt: {family.name} models do not take a negative prompt; "
+                "leave it empty."
+            )
+        for side in ("width", "height"):
+            value = getattr(params, side, None)
+            if value is not None and value % family.size_multiple:
+                raise InvalidInput(
+                    f"{side} must be a multiple of {family.size_multiple} for {family.name} "
+                    f"models, got {value}."
+                )
 
     def nsfw_flags(self, images: list[Image.Image], requested: bool) -> list[bool]:
         """Each image's flag from the safety checker; all false when not asked or turned off."""
@@ -151,6 +206,34 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
 
     def encode(self, output: GeneratedImages) -> ImageResponse:
         return output.to_response()
+
+
+def read_model_index(files: ModelFiles) -> dict:
+    index_file = files.path / "model_index.json"
+    if not index_file.exists():
+        raise ModelNotFound(
+            f"{files.repo} in {files.path} is not a diffusers pipeline (no model_index.json)"
+        )
+    return json.loads(index_file.read_text())
+
+
+def load_lightning_unet(settings: Settings, base: ModelFiles, swap: LightningUNet) -> Any:
+    """The SDXL base's UNet architecture with an SDXL-Lightning UNet's weights."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    weights = locate_model(settings.model_dir, swap.repo) / swap.filename
+    if not weights.exists():
+        raise ModelNotFound(
+            f"{swap.filename} is not in {swap.repo} in MODEL_DIR={settings.model_dir}; "
+            f"download it with `scripts/download_models.sh {settings.model_id}`"
+        )
+    config = UNet2DConditionModel.load_config(base.repo, subfolder="unet", **base.source)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(config)
+    unet.load_state_dict(load_file(weights), assign=True)
+    return unet.to(base.placement.dtype)
 
 
 class SafetyChecker:

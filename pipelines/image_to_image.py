@@ -74,6 +74,12 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
         example={"prompt": "make it autumn", "seed": 1},
     )
 
+    architectures = (
+        "StableDiffusionPipeline",
+        "StableDiffusionXLPipeline",
+        "StableDiffusionInstructPix2PixPipeline",
+    )
+
     def diffusers_class(self, model_index: dict) -> Any:
         from diffusers import AutoPipelineForImage2Image, StableDiffusionInstructPix2PixPipeline
 
@@ -106,10 +112,12 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
             "image_guidance_scale", params.image_guidance_scale, 0, s.max_guidance_scale
         )
         checks.seed(params.seed)
+        self.check_for_model(params)
         if params.loras.strip() not in ("", "{}"):
             raise InvalidInput("loras: LoRA adapters are not supported by this runner yet.")
 
     def predict(self, params: ImageToImageParams) -> GeneratedImages:
+        self.check_for_model(params)
         count = params.num_images_per_prompt
         seeds = image_seeds(params.seed, count)
         steps, guidance = self.steps_and_guidance(params)

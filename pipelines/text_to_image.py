@@ -54,6 +54,13 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         example={"prompt": "a lighthouse at dusk", "width": 512, "height": 512, "seed": 1},
     )
 
+    architectures = (
+        "StableDiffusionPipeline",
+        "StableDiffusionXLPipeline",
+        "StableDiffusion3Pipeline",
+        "FluxPipeline",
+    )
+
     def diffusers_class(self, model_index: dict) -> Any:
         from diffusers import AutoPipelineForText2Image
 
@@ -80,8 +87,10 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         fields.check_shared(s, params)
         checks.image_side("width", params.width, s.image_size_min, s.image_size_max)
         checks.image_side("height", params.height, s.image_size_min, s.image_size_max)
+        self.check_for_model(params)
 
     def predict(self, params: TextToImageParams) -> GeneratedImages:
+        self.check_for_model(params)
         count = params.num_images_per_prompt
         seeds = image_seeds(params.seed, count)
         steps, guidance = self.steps_and_guidance(params)

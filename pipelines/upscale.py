@@ -44,6 +44,8 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
         example={"prompt": "a sharp photograph", "seed": 1},
     )
 
+    architectures = ("StableDiffusionUpscalePipeline",)
+
     def diffusers_class(self, model_index: dict) -> Any:
         from diffusers import StableDiffusionUpscalePipeline
 

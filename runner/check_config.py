@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from pipelines.diffusion_families import lightning_unet
 from pipelines.registry import REGISTRY
 from runner.hub import ModelNotFound, locate_model
+from runner.settings import Settings
 
 GiB = 1024**3
 KNOWN_FIELDS = {
@@ -45,7 +47,7 @@ FLAG_PIPELINES = {"text-to-image", "image-to-image", "upscale"}  # SFAST/DEEPCAC
 SAFETY_CHECKED = {"text-to-image", "image-to-image", "image-to-video", "upscale"}
 FEW_STEP = re.compile(r"lightning|turbo", re.IGNORECASE)
 SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
-SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+SDXL_BASE = Settings.model_fields["sdxl_base_id"].default
 # Weights loaded on the GPU, plus activations, CUDA context and the allocator's slack.
 VRAM_OVERHEAD_FACTOR = 1.25
 VRAM_OVERHEAD_BYTES = 1.5 * GiB
@@ -91,8 +93,9 @@ def probe_health(url: str, token: str | None) -> str | None:
 
 def repositories(model_id: str) -> list[str]:
     """The hub repositories a model needs (Lightning UNets load into the SDXL base)."""
-    if model_id.startswith("ByteDance/SDXL-Lightning"):
-        return ["ByteDance/SDXL-Lightning", SDXL_BASE]
+    swap = lightning_unet(model_id)
+    if swap is not None:
+        return [swap.repo, SDXL_BASE]
     if model_id.startswith("facebook/sam2") and not model_id.endswith("-hf"):
         return [f"{model_id}-hf"]  # transformers reads the -hf conversion
     return [model_id]

@@ -9,7 +9,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -91,6 +91,13 @@ class ModelFiles:
     device: str
     placement: Placement
     cache_dir: Path
+
+    def with_dtype(self, dtype: str) -> ModelFiles:
+        """The same files in the precision a model family was published for (no variant)."""
+        import torch
+
+        placement = Placement(self.device, getattr(torch, dtype), None)
+        return replace(self, placement=placement)
 
     @property
     def source(self) -> dict:

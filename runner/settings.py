@@ -80,6 +80,10 @@ class Settings(BaseSettings):
 
     safety_checker: bool = Field(True, description="Load the safety checker at start-up.")
     safety_checker_id: str = "CompVis/stable-diffusion-safety-checker"
+    sdxl_base_id: str = Field(
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        description="The SDXL base that ByteDance/SDXL-Lightning UNets are loaded into.",
+    )
 
     @field_validator("pipeline")
     @classmethod
@@ -95,7 +99,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a semantic version such as 0.3.1 (the worker ignores others)")
         return value
 
-    @field_validator("model_id", "safety_checker_id")
+    @field_validator("model_id", "safety_checker_id", "sdxl_base_id")
     @classmethod
     def _hub_id(cls, value: str) -> str:
         if value and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):

@@ -71,3 +71,18 @@ def encode_audio(
 def tone(seconds: float, rate: int = 16_000, frequency: float = 440.0) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def denoiser_calls(client, body: dict, path: str = "/text-to-image") -> int:
+    """How many times the denoiser (UNet or transformer) ran for one JSON request (with
+    classifier-free guidance the conditional and unconditional halves share one call)."""
+    pipe = client.app.state.runtime.pipeline.pipe
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    calls = []
+    handle = denoiser.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.text
+    finally:
+        handle.remove()
+    return len(calls)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runner.device import choose_device, choose_placement, has_fp16_variant
+from runner.device import (
+    ModelFiles,
+    Placement,
+    choose_device,
+    choose_placement,
+    has_fp16_variant,
+)
 
 
 @pytest.fixture
@@ -49,3 +55,12 @@ def test_asking_for_cuda_without_one_fails_the_load(make_settings):
         assert client.get("/health").json() == {"status": "ERROR"}
         response = client.post("/text-to-image", json={"prompt": "a cat"})
         assert "DEVICE=cuda but no CUDA device" in response.json()["detail"]["msg"]
+
+
+def test_a_family_published_in_one_precision_gets_it_without_a_variant(make_settings, snapshot):
+    (snapshot / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"")
+    placement = choose_placement(make_settings(), "cuda", snapshot)
+    files = ModelFiles("org/model", snapshot, "cuda", placement, snapshot)
+    bf16 = files.with_dtype("bfloat16")
+    assert bf16.placement == Placement("cuda", torch.bfloat16, None)
+    assert (bf16.repo, bf16.path) == (files.repo, files.path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import serving
-from helpers import decode_image, max_pixel_difference, pixels
+from helpers import decode_image, denoiser_calls, max_pixel_difference, pixels
 
 from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SDXL, TINY_SDXL_TURBO
 
@@ -119,19 +119,7 @@ def turbo_client(make_settings):
 
 
 def unet_calls(client, **fields) -> int:
-    """How many times the UNet ran for one request (with classifier-free guidance the
-    conditional and unconditional halves share one call per step)."""
-    unet = client.app.state.runtime.pipeline.pipe.unet
-    calls = []
-    handle = unet.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        response = client.post(
-            "/text-to-image", json={"prompt": "a cat", "width": 64, "height": 64, **fields}
-        )
-        assert response.status_code == 200, response.text
-    finally:
-        handle.remove()
-    return len(calls)
+    return denoiser_calls(client, {"prompt": "a cat", "width": 64, "height": 64, **fields})
 
 
 def test_few_step_models_use_their_own_defaults_unless_the_request_sets_them(turbo_client):

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from runner.logs import quiet_progress_bars
-from runner.tiny_models import diffusion, speech, vision
+from runner.tiny_models import diffusion, flow_matching, speech, vision
 from runner.tiny_models.hub_layout import snapshot_folder
 
 log = logging.getLogger("runner.tiny_models")
@@ -30,6 +30,9 @@ class Recipe:
 TINY_SD = "tiny-random/stable-diffusion-v1-5"
 TINY_SDXL = "tiny-random/stable-diffusion-xl"
 TINY_SDXL_TURBO = "tiny-random/sdxl-turbo"
+TINY_SDXL_LIGHTNING = "tiny-random/SDXL-Lightning"
+TINY_SD3 = "tiny-random/stable-diffusion-3-medium-diffusers"
+TINY_FLUX_SCHNELL = "tiny-random/FLUX.1-schnell"
 TINY_UPSCALER = "tiny-random/stable-diffusion-x4-upscaler"
 TINY_PIX2PIX = "tiny-random/instruct-pix2pix"
 TINY_SAFETY_CHECKER = "tiny-random/safety-checker"
@@ -44,6 +47,11 @@ RECIPES: dict[str, Recipe] = {
     TINY_SD: Recipe(diffusion.build_sd15, "Stable Diffusion 1.x pipeline (text-to-image)"),
     TINY_SDXL: Recipe(diffusion.build_sdxl, "Stable Diffusion XL pipeline (text-to-image)"),
     TINY_SDXL_TURBO: Recipe(diffusion.build_sdxl, "SDXL under a Turbo id (few-step defaults)"),
+    TINY_SDXL_LIGHTNING: Recipe(
+        diffusion.build_sdxl_lightning, "SDXL-Lightning 2/4/8-step UNets for the tiny SDXL"
+    ),
+    TINY_SD3: Recipe(flow_matching.build_sd3, "Stable Diffusion 3 (text-to-image)"),
+    TINY_FLUX_SCHNELL: Recipe(flow_matching.build_flux_schnell, "FLUX.1 schnell (text-to-image)"),
     TINY_PIX2PIX: Recipe(diffusion.build_instruct_pix2pix, "InstructPix2Pix (image-to-image)"),
     TINY_UPSCALER: Recipe(diffusion.build_x4_upscaler, "Stable Diffusion x4 upscaler (upscale)"),
     TINY_SAFETY_CHECKER: Recipe(diffusion.build_safety_checker, "safety checker"),

@@ -11,6 +11,7 @@ from pathlib import Path
 from runner.tiny_models.clip_tokenizer import save_clip_tokenizer
 
 TEXT_HIDDEN = 32
+LIGHTNING_STEPS = (2, 4, 8)
 
 
 def _seeded(seed: int) -> None:
@@ -19,10 +20,12 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _vae(scaling_factor: float):
+def vae(scaling_factor: float, **architecture: object):
+    """A tiny ``AutoencoderKL``; ``architecture`` sets latent channels and shift for the
+    16-channel VAEs of SD3 and FLUX."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
+    config = dict(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -34,9 +37,10 @@ def _vae(scaling_factor: float):
         sample_size=256,
         scaling_factor=scaling_factor,
     )
+    return AutoencoderKL(**(config | architecture))
 
 
-def _text_config(vocab_size: int, projection_dim: int = TEXT_HIDDEN):
+def text_config(vocab_size: int, projection_dim: int = TEXT_HIDDEN):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -54,7 +58,7 @@ def _text_config(vocab_size: int, projection_dim: int = TEXT_HIDDEN):
     )
 
 
-def _image_processor():
+def image_processor():
     from transformers import CLIPImageProcessor
 
     return CLIPImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 224})
@@ -101,7 +105,7 @@ def _safety_checker(flag_everything: bool):
 def build_safety_checker(folder: Path, seed: int, flag_everything: bool = False) -> None:
     _seeded(seed)
     _safety_checker(flag_everything).save_pretrained(folder)
-    _image_processor().save_pretrained(folder)
+    image_processor().save_pretrained(folder)
 
 
 def _unet(**architecture: object):
@@ -142,13 +146,13 @@ def build_sd15(folder: Path, seed: int) -> None:
         steps_offset=1,
     )
     pipeline = StableDiffusionPipeline(
-        vae=_vae(0.18215),
-        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        vae=vae(0.18215),
+        text_encoder=CLIPTextModel(text_config(vocab_size)),
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
         unet=unet,
         scheduler=scheduler,
         safety_checker=_safety_checker(flag_everything=False),
-        feature_extractor=_image_processor(),
+        feature_extractor=image_processor(),
         requires_safety_checker=True,
     )
     pipeline.save_pretrained(folder)
@@ -164,19 +168,45 @@ def build_instruct_pix2pix(folder: Path, seed: int) -> None:
     _seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
     pipeline = StableDiffusionInstructPix2PixPipeline(
-        vae=_vae(0.18215),
-        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        vae=vae(0.18215),
+        text_encoder=CLIPTextModel(text_config(vocab_size)),
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
         unet=_unet(in_channels=8),
         scheduler=EulerAncestralDiscreteScheduler(
             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
         ),
         safety_checker=None,
-        feature_extractor=_image_processor(),
+        feature_extractor=image_processor(),
         requires_safety_checker=False,
     )
     pipeline.save_pretrained(folder)
     save_clip_tokenizer(folder / "tokenizer")
+
+
+def sdxl_unet():
+    """SDXL's UNet: both encoders' states as context, size and crop micro-conditioning."""
+    time_embed_dim = 8
+    return _unet(
+        sample_size=128,
+        cross_attention_dim=2 * TEXT_HIDDEN,  # both encoders' hidden states, concatenated
+        attention_head_dim=(2, 4, 4),
+        transformer_layers_per_block=(1, 1, 2),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + TEXT_HIDDEN,
+    )
+
+
+def build_sdxl_lightning(folder: Path, seed: int) -> None:
+    """ByteDance/SDXL-Lightning's layout: no pipeline, only distilled UNet weights for the
+    SDXL base (``sdxl_lightning_{2,4,8}step_unet.safetensors``, diffusers key names)."""
+    from safetensors.torch import save_file
+
+    for offset, steps in enumerate(LIGHTNING_STEPS):
+        _seeded(seed + offset)
+        state = {name: tensor.contiguous() for name, tensor in sdxl_unet().state_dict().items()}
+        save_file(state, folder / f"sdxl_lightning_{steps}step_unet.safetensors")
 
 
 def build_sdxl(folder: Path, seed: int) -> None:
@@ -187,17 +217,7 @@ def build_sdxl(folder: Path, seed: int) -> None:
     _seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
     save_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
-    time_embed_dim = 8
-    unet = _unet(
-        sample_size=128,
-        cross_attention_dim=2 * TEXT_HIDDEN,  # both encoders' hidden states, concatenated
-        attention_head_dim=(2, 4, 4),
-        transformer_layers_per_block=(1, 1, 2),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=time_embed_dim,
-        projection_class_embeddings_input_dim=6 * time_embed_dim + TEXT_HIDDEN,
-    )
+    unet = sdxl_unet()
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -210,9 +230,9 @@ def build_sdxl(folder: Path, seed: int) -> None:
         use_karras_sigmas=False,
     )
     pipeline = StableDiffusionXLPipeline(
-        vae=_vae(0.13025),
-        text_encoder=CLIPTextModel(_text_config(vocab_size)),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(vocab_size)),
+        vae=vae(0.13025),
+        text_encoder=CLIPTextModel(text_config(vocab_size)),
+        text_encoder_2=CLIPTextModelWithProjection(text_config(vocab_size)),
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
         tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
         unet=unet,
@@ -257,7 +277,7 @@ def build_x4_upscaler(folder: Path, seed: int) -> None:
     )
     pipeline = StableDiffusionUpscalePipeline(
         vae=vae,
-        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        text_encoder=CLIPTextModel(text_config(vocab_size)),
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
         unet=unet,
         low_res_scheduler=DDPMScheduler(
