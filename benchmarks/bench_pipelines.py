@@ -20,14 +20,12 @@ import argparse
 import io
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Runner, median_ms, server_timing, timed  # noqa: E402
+from common import Runner, measure_over_http, median_ms, timed  # noqa: E402
 
 from runner.audio import decode_audio  # noqa: E402
 from runner.settings import Settings  # noqa: E402
@@ -139,19 +137,11 @@ def main() -> None:
     for port, (pipeline, (model_id, request)) in enumerate(cases.items(), start=args.port):
         runner = Runner(port, PIPELINE=pipeline, MODEL_ID=model_id, MODEL_DIR=str(model_dir))
         try:
-            with httpx.Client(base_url=runner.url, timeout=600) as client:
-                client.post(f"/{pipeline}", **request).raise_for_status()
-                e2e, model = [], []
-                for _ in range(args.runs):
-                    started = time.perf_counter()
-                    response = client.post(f"/{pipeline}", **request)
-                    e2e.append(time.perf_counter() - started)
-                    response.raise_for_status()
-                    model.append(server_timing(response.headers["server-timing"])["inference"])
+            e2e_ms, model_ms = measure_over_http(runner.url, f"/{pipeline}", request, args.runs)
         finally:
             runner.stop()
         bare_ms = median_ms(timed(bare[pipeline], args.runs))
-        rows.append((pipeline, bare_ms, median_ms(e2e), median_ms(model)))
+        rows.append((pipeline, bare_ms, e2e_ms, model_ms))
 
     print(f"\n### audio-to-text real-time factor, {clip_seconds} s of audio (lower is faster)\n")
     print("| | seconds | real-time factor |\n|---|---:|---:|")

@@ -64,3 +64,18 @@ class Runner:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(60)
+
+
+def measure_over_http(url: str, path: str, request: dict, runs: int) -> tuple[float, float]:
+    """Median end-to-end and model (``Server-Timing`` inference) ms of ``runs`` requests,
+    after one unmeasured request."""
+    with httpx.Client(base_url=url, timeout=600) as client:
+        client.post(path, **request).raise_for_status()
+        e2e, model = [], []
+        for _ in range(runs):
+            started = time.perf_counter()
+            response = client.post(path, **request)
+            e2e.append(time.perf_counter() - started)
+            response.raise_for_status()
+            model.append(server_timing(response.headers["server-timing"])["inference"])
+    return median_ms(e2e), median_ms(model)

@@ -110,7 +110,9 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         extra: dict[str, Any] = {}
         if "safety_checker" in model_index:
             # The runner checks images with its own, shared safety checker.
-            extra.update(safety_checker=None, requires_safety_checker=False)
+            extra["safety_checker"] = None
+            if "requires_safety_checker" in model_index:
+                extra["requires_safety_checker"] = False
         if swap is not None:
             extra["unet"] = load_lightning_unet(settings, files, swap)
             self.family = swap.family
