@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
 from runner.audio import DecodedAudio
+from runner.cancellation import stopping_criteria
 from runner.device import prepare_model
 from runner.errors import InvalidInput
 from runner.uploads import Upload
@@ -140,7 +141,7 @@ class AudioToText(Pipeline[AudioToTextParams, TextResponse]):
         result = self.asr(
             {"raw": samples, "sampling_rate": params.audio.sample_rate},
             return_timestamps=mode,
-            generate_kwargs={"task": "transcribe"},
+            generate_kwargs={"task": "transcribe", "stopping_criteria": stopping_criteria()},
         )
         found = result.get("chunks", []) if mode else []
         chunks = [Chunk(timestamp=list(c["timestamp"]), text=c["text"]) for c in found]

@@ -20,6 +20,7 @@ from pipelines.diffusion_families import (
     family_of,
     lightning_unet,
 )
+from runner.cancellation import diffusers_step_end
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
@@ -199,6 +200,10 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
                     f"{side} must be a multiple of {family.size_multiple} for {family.name} "
                     f"models, got {value}."
                 )
+
+    def step_hooks(self) -> dict[str, Any]:
+        """Arguments that make the pipeline stop at the next step for a cancelled request."""
+        return {"callback_on_step_end": diffusers_step_end}
 
     def nsfw_flags(self, images: list[Image.Image], requested: bool) -> list[bool]:
         """Each image's flag from the safety checker; all false when not asked or turned off."""

@@ -140,5 +140,6 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
             num_inference_steps=steps,
             num_images_per_prompt=count,
             generator=generators(self.device, seeds),
+            **self.step_hooks(),
         ).images
         return GeneratedImages(images, seeds, self.nsfw_flags(images, params.safety_check))

@@ -9,6 +9,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
+from runner.cancellation import stopping_criteria
 from runner.device import prepare_model
 from runner.uploads import Upload
 
@@ -70,7 +71,11 @@ class ImageToText(Pipeline[ImageToTextParams, str]):
         ).to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.placement.dtype)
         with torch.inference_mode():
-            tokens = self.model.generate(**inputs, max_new_tokens=self.settings.max_new_tokens)
+            tokens = self.model.generate(
+                **inputs,
+                max_new_tokens=self.settings.max_new_tokens,
+                stopping_criteria=stopping_criteria(),
+            )
         return self.processor.decode(tokens[0], skip_special_tokens=True).strip()
 
     def encode(self, output: str) -> ImageToTextResponse:

@@ -105,6 +105,7 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
             num_inference_steps=steps,
             num_images_per_prompt=count,
             generator=generators(self.device, seeds),
+            **self.step_hooks(),
         ).images
         nsfw = self.nsfw_flags(images, params.safety_check)
         return GeneratedImages(images=images, seeds=seeds, nsfw=nsfw)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from pipelines import checks
 from pipelines.base import Pipeline, Route
+from runner.cancellation import stopping_criteria
 from runner.device import ModelFiles, prepare_model
 from runner.errors import RunnerError
 from runner.media import data_url
@@ -129,7 +130,17 @@ class BarkSpeech:
 
         inputs = self.processor(text, voice_preset=voice, return_tensors="pt").to(self.device)
         with torch.inference_mode():
-            return self.model.generate(**inputs)[0].float().cpu().numpy()
+            # Bark's semantic and coarse stages generate token by token; its fine stage is short.
+            return (
+                self.model.generate(
+                    **inputs,
+                    semantic_stopping_criteria=stopping_criteria(),
+                    coarse_stopping_criteria=stopping_criteria(),
+                )[0]
+                .float()
+                .cpu()
+                .numpy()
+            )
 
 
 FAMILIES = {"vits": VitsSpeech, "bark": BarkSpeech}

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import DiffusionPipeline, GeneratedImages, generators, image_seeds
+from runner.cancellation import legacy_step_callback
 from runner.errors import InvalidInput
 from runner.schemas import ImageResponse
 from runner.uploads import Upload
@@ -51,6 +52,9 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
 
         return StableDiffusionUpscalePipeline
 
+    def step_hooks(self) -> dict[str, Any]:
+        return {"callback": legacy_step_callback, "callback_steps": 1}
+
     def warmup(self) -> None:
         self.predict(
             UpscaleParams(
@@ -76,5 +80,6 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
             image=params.image,
             num_inference_steps=params.num_inference_steps,
             generator=generators(self.device, seeds),
+            **self.step_hooks(),
         ).images
         return GeneratedImages(images, seeds, self.nsfw_flags(images, params.safety_check))

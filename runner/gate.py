@@ -7,6 +7,7 @@ runner is full costs nothing: no body is read, no model is touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from runner.auth import CHALLENGE, check_bearer
+from runner.cancellation import CancelScope
 from runner.errors import (
     InferenceFailed,
     InvalidInput,
@@ -47,6 +49,13 @@ PUBLIC_PATHS = frozenset(
 )
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 log = logging.getLogger("runner.requests")
+
+
+CLIENT_CLOSED = 499  # logged and counted for requests whose client went away; never sent
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer: there is nobody to answer."""
 
 
 def normalise(path: str) -> str:
@@ -105,6 +114,8 @@ class Gate:
                 await self.app(scope, receive, send_with_id)
                 return
             await self._serve_pipeline(scope, receive, send_with_id, headers)
+        except ClientGone:
+            status["code"] = CLIENT_CLOSED
         except RunnerError as error:
             await self._refuse(error, send_with_id)
         except Exception:
@@ -113,7 +124,14 @@ class Gate:
                 await self._refuse(InferenceFailed("Internal server error."), send_with_id)
         finally:
             self._record(
-                request_id, scope["method"], path, status["code"], started, timings, is_pipeline
+                request_id,
+                scope["method"],
+                path,
+                status["code"],
+                started,
+                timings,
+                is_pipeline,
+                scope["state"].get("cancel"),
             )
 
     async def _serve_pipeline(
@@ -132,9 +150,48 @@ class Gate:
             body = await self._read_body(receive, headers)
             if body is None:  # the client went away before sending its body
                 return
-            await self.app(scope, _replay(body, receive), send)
+            await self._run_until_disconnect(scope, body, receive, send)
         finally:
             runtime.executor.release()
+
+    async def _run_until_disconnect(
+        self, scope: Scope, body: bytes, receive: Receive, send: Send
+    ) -> None:
+        """Run the app; if the client goes away first, cancel the request: dropped from the
+        queue if it waits there, stopped at the next step if its inference runs."""
+        cancel = CancelScope()
+        scope["state"]["cancel"] = cancel
+        answered = asyncio.Event()
+        gone = asyncio.Event()
+
+        async def send_until_answered(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered.set()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not answered.is_set():
+                gone.set()
+
+        app = asyncio.ensure_future(self.app(scope, _replay(body, gone), send_until_answered))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({app, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if gone.is_set() and not app.done():
+                cancel.cancel()
+                app.cancel()
+                log.info(
+                    "request id=%s cancelled: the client disconnected",
+                    scope["state"]["request_id"],
+                )
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await app
+                raise ClientGone()
+            await app
+        finally:
+            watcher.cancel()
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
         limit = self.body_limit
@@ -197,9 +254,12 @@ class Gate:
         started: float,
         timings: Timings,
         is_pipeline: bool,
+        cancel: CancelScope | None,
     ) -> None:
         total = time.perf_counter() - started
         route = path if is_pipeline else "other"
+        if cancel is not None and cancel.stopped_by is not None:
+            self.metrics.cancellations.labels(reason=cancel.stopped_by).inc()
         self.metrics.requests.labels(route=route, status=str(code)).inc()
         if is_pipeline:
             self.metrics.request_seconds.labels(route=route).observe(total)
@@ -220,8 +280,9 @@ class Gate:
         )
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands the app the already-read body, then the real channel."""
+def _replay(body: bytes, gone: asyncio.Event) -> Receive:
+    """A ``receive`` that hands the app the already-read body, then waits for the client to
+    go away (the gate's watcher is the one reader of the real channel)."""
     sent = False
 
     async def replay() -> Message:
@@ -229,6 +290,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        await gone.wait()
+        return {"type": "http.disconnect"}
 
     return replay

@@ -62,5 +62,12 @@ class Metrics:
             "runner_overloaded_requests", "Requests refused because the queue was full.", registry=r
         )
 
+        self.cancellations = Counter(
+            "runner_cancelled_requests",
+            "Requests stopped before their answer: the client disconnected, or the deadline.",
+            ["reason"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

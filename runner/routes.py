@@ -91,7 +91,7 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
         runtime.check_model_id(params.model_id)
         pipeline.check(params)
         timings = request.state.timings
-        body = await runtime.infer(params, timings)
+        body = await runtime.infer(params, timings, request.state.cancel)
         return Response(
             body, media_type="application/json", headers={"server-timing": timings.header()}
         )

@@ -16,8 +16,15 @@ from enum import Enum
 from pydantic import BaseModel
 
 from pipelines.base import Pipeline
+from runner.cancellation import CancelScope, reset_scope, use_scope
 from runner.device import DeviceUnusable, configure_torch, guarded
-from runner.errors import InvalidInput, ModelUnavailable, RunnerError
+from runner.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelUnavailable,
+    OutOfMemory,
+    RunnerError,
+)
 from runner.executor import InferenceExecutor
 from runner.schemas import HealthStatus
 from runner.settings import Settings
@@ -56,6 +63,7 @@ class Runtime:
         self.fatal: str | None = None
         self.load_seconds: float | None = None
         self.shutting_down = False
+        self.consecutive_oom = 0
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -160,15 +168,25 @@ class Runtime:
                 f"pipeline configured with {self.settings.model_id} but called with {requested}."
             )
 
-    async def infer(self, params: BaseModel, timings: Timings) -> bytes:
-        """Run one request through the pipeline; the answer body as JSON bytes."""
+    async def infer(
+        self, params: BaseModel, timings: Timings, cancel: CancelScope | None = None
+    ) -> bytes:
+        """Run one request through the pipeline; the answer body as JSON bytes.
+
+        ``cancel`` is current on the inference thread, so the pipeline's checkpoints stop it
+        when the client goes away or the deadline passes."""
         predict = guarded(self.pipeline.predict)
+        cancel = cancel or CancelScope()
 
         def timed_predict() -> object:
             started = time.perf_counter()
+            token = use_scope(cancel)
             try:
+                cancel.start_deadline(self.settings.request_deadline)
+                cancel.check()
                 return predict(params)
             finally:
+                reset_scope(token)
                 timings.inference = time.perf_counter() - started
 
         arrived = time.perf_counter()
@@ -178,11 +196,29 @@ class Runtime:
         except DeviceUnusable as exc:
             self.mark_unusable(exc.message)
             raise
+        except OutOfMemory:
+            self._count_out_of_memory()
+            raise
+        self.consecutive_oom = 0
         finished = time.perf_counter()
         timings.queue = finished - arrived - timings.inference
         body = await asyncio.to_thread(self._encode, output)
         timings.encode = time.perf_counter() - finished
         return body
 
+    def _count_out_of_memory(self) -> None:
+        """Out of memory again and again means the device is left in a bad state (leaked or
+        fragmented memory): after ``MAX_CONSECUTIVE_OOM`` in a row, have the worker replace us."""
+        self.consecutive_oom += 1
+        limit = self.settings.max_consecutive_oom
+        if limit and self.consecutive_oom >= limit:
+            self.mark_unusable(f"{self.consecutive_oom} consecutive out-of-memory failures")
+
     def _encode(self, output: object) -> bytes:
-        return self.pipeline.encode(output).model_dump_json().encode()
+        try:
+            return self.pipeline.encode(output).model_dump_json().encode()
+        except Exception as exc:  # a pipeline that returned something it cannot encode
+            log.exception("encoding the answer failed")
+            raise InferenceFailed(
+                f"Inference failed: its output could not be encoded ({type(exc).__name__})."
+            ) from exc

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(16, ge=0, description="Requests allowed to wait for a slot.")
     overload_status: Literal[500, 503] = 500
     retry_after: int = Field(5, ge=1, description="Seconds in Retry-After on overload.")
+    request_deadline: float = Field(
+        0.0, ge=0, description="Seconds an inference may run before it is stopped; 0: no limit."
+    )
+    max_consecutive_oom: int = Field(
+        3, ge=0, description="Out-of-memory failures in a row after which /health says ERROR."
+    )
     shutdown_grace: float = Field(30.0, ge=0, description="Seconds in-flight work gets on SIGTERM.")
 
     max_json_bytes: int = Field(1 * MiB, ge=1024)

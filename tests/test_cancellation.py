@@ -1,0 +1,215 @@
+"""Cancellation, deadlines and faults, on the tiny SD model loaded through the real path.
+
+Disconnects need a real server and a real socket: the app runs under uvicorn on a thread
+of this process, so the tests can watch the UNet's calls and the executor's state.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from conftest import free_port, serving, wait_for_status
+
+from runner.app import create_app
+
+SMALL = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 2}
+LONG = SMALL | {"num_inference_steps": 150}
+
+
+@contextmanager
+def served_over_tcp(settings) -> Iterator[tuple[str, object]]:
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health").json()["status"] == "IDLE":
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        yield url, app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def send_and_hang_up_later(url: str, body: dict) -> socket.socket:
+    """A raw request whose connection the test closes when it wants the client gone."""
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port))
+    payload = json.dumps(body).encode()
+    sock.sendall(
+        b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    return sock
+
+
+class UNetWatch:
+    """Counts the UNet's calls; can hold it at a call until released."""
+
+    def __init__(self, app, hold_at: int | None = None) -> None:
+        self.calls = 0
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.hold_at = hold_at
+        unet = app.state.runtime.pipeline.pipe.unet
+        self.handle = unet.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args) -> None:
+        self.calls += 1
+        if self.calls == self.hold_at:
+            self.reached.set()
+            self.release.wait(60)
+
+    def remove(self) -> None:
+        self.release.set()
+        self.handle.remove()
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never met"
+        time.sleep(0.02)
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def server(make_settings):
+    with served_over_tcp(make_settings(capacity=1)) as running:
+        yield running
+
+
+def test_a_client_that_disconnects_mid_inference_stops_it_at_the_next_step(server):
+    url, app = server
+    watch = UNetWatch(app, hold_at=3)
+    try:
+        sock = send_and_hang_up_later(url, LONG)
+        assert watch.reached.wait(60)
+        sock.close()
+        time.sleep(0.3)  # let the server notice the closed connection
+        watch.release.set()
+        runtime = app.state.runtime
+        wait_until(lambda: runtime.executor.running == 0 and runtime.executor.admitted == 0)
+        assert watch.calls <= 4  # stopped within one step of 150
+        cancelled = 'runner_cancelled_requests_total{reason="disconnect"}'
+        assert metric(url, cancelled) == 1
+    finally:
+        watch.remove()
+    response = httpx.post(url + "/text-to-image", json=SMALL, timeout=60)
+    assert response.status_code == 200
+
+
+def test_a_client_that_disconnects_while_queued_is_dropped_from_the_queue(server):
+    url, app = server
+    runtime = app.state.runtime
+    alone = UNetWatch(app)
+    httpx.post(url + "/text-to-image", json=SMALL, timeout=60).raise_for_status()
+    alone.remove()
+    watch = UNetWatch(app, hold_at=1)
+    try:
+        first = threading.Thread(
+            target=lambda: httpx.post(url + "/text-to-image", json=SMALL, timeout=60)
+        )
+        first.start()
+        assert watch.reached.wait(60)
+        queued = send_and_hang_up_later(url, LONG)
+        wait_until(lambda: runtime.executor.waiting == 1)
+        queued.close()
+        wait_until(lambda: runtime.executor.waiting == 0)
+        assert runtime.executor.admitted == 1  # only the running request holds a place
+        watch.release.set()
+        first.join(60)
+        assert watch.calls == alone.calls  # the first request's steps; the dropped one never ran
+    finally:
+        watch.remove()
+
+
+def test_a_request_past_its_deadline_is_stopped_and_answered_500(make_settings):
+    with serving(make_settings(request_deadline=0.5)) as client:
+        unet = client.app.state.runtime.pipeline.pipe.unet
+        calls = []
+
+        def slow(module, args):
+            calls.append(1)
+            time.sleep(0.2)
+
+        handle = unet.register_forward_pre_hook(slow)
+        try:
+            response = client.post("/text-to-image", json=SMALL | {"num_inference_steps": 50})
+        finally:
+            handle.remove()
+        assert response.status_code == 500
+        assert response.json() == {
+            "detail": {
+                "msg": "Inference stopped: it ran past the 0.5 s deadline (REQUEST_DEADLINE)."
+            }
+        }
+        assert len(calls) <= 4
+        assert client.post("/text-to-image", json=SMALL).status_code == 200
+        text = client.get("/metrics").text
+        assert 'runner_cancelled_requests_total{reason="deadline"} 1.0' in text
+
+
+def test_consecutive_out_of_memory_failures_turn_health_to_error(make_settings):
+    with serving(make_settings(max_consecutive_oom=2)) as client:
+        unet = client.app.state.runtime.pipeline.pipe.unet
+        failing = {"on": True}
+
+        def out_of_memory(module, args):
+            if failing["on"]:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        handle = unet.register_forward_pre_hook(out_of_memory)
+        try:
+            first = client.post("/text-to-image", json=SMALL)
+            assert first.json() == {"detail": {"msg": "GPU out of memory."}}
+            failing["on"] = False
+            assert client.post("/text-to-image", json=SMALL).status_code == 200  # count resets
+            failing["on"] = True
+            assert client.post("/text-to-image", json=SMALL).status_code == 500
+            assert client.get("/health").json() == {"status": "IDLE"}
+            assert client.post("/text-to-image", json=SMALL).status_code == 500
+            assert client.get("/health").json() == {"status": "ERROR"}
+        finally:
+            handle.remove()
+
+
+def test_a_pipeline_that_returns_garbage_gets_a_500_and_serving_goes_on(make_settings):
+    with serving(make_settings()) as client:
+        pipeline = client.app.state.runtime.pipeline
+        real_predict = pipeline.predict
+        pipeline.predict = lambda params: object()
+        try:
+            response = client.post("/text-to-image", json=SMALL)
+        finally:
+            pipeline.predict = real_predict
+        assert response.status_code == 500
+        assert response.json() == {
+            "detail": {"msg": "Inference failed: its output could not be encoded (AttributeError)."}
+        }
+        assert wait_for_status(client, {"IDLE"}) == "IDLE"
+        assert client.post("/text-to-image", json=SMALL).status_code == 200
