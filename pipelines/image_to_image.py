@@ -19,6 +19,7 @@ from pipelines.diffusion import (
     generators,
     image_seeds,
     prompt_slots,
+    request_pipe,
     split_prompt,
 )
 from runner.errors import InvalidInput
@@ -125,7 +126,7 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
                     f"{steps} x {params.strength:g}."
                 )
             kwargs["strength"] = params.strength
-        images = self.pipe(
+        images = request_pipe(self.pipe)(
             **kwargs,
             image=fit_to_budget(params.image, self.settings.image_pixel_budget),
             guidance_scale=guidance,

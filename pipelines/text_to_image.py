@@ -16,6 +16,7 @@ from pipelines.diffusion import (
     generators,
     image_seeds,
     prompt_slots,
+    request_pipe,
     split_prompt,
 )
 from runner.schemas import ImageResponse
@@ -88,7 +89,7 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
         if params.negative_prompt:
             kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
-        images = self.pipe(
+        images = request_pipe(self.pipe)(
             **kwargs,
             width=params.width,
             height=params.height,

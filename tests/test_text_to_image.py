@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from conftest import serving
 from helpers import decode_image, max_pixel_difference, pixels
@@ -81,6 +83,21 @@ def test_sdxl_refuses_more_prompts_than_encoders(sdxl_client):
     assert response.json() == {
         "detail": {"msg": "prompt has 3 '|'-separated prompts but this model takes at most 2."}
     }
+
+
+def test_requests_running_at_once_each_get_what_they_asked_for(make_settings):
+    """Schedulers and pipelines keep per-call state; concurrent requests must not share it."""
+    asks = [
+        {"seed": 1},
+        {"seed": 2, "guidance_scale": 2.0},
+        {"seed": 3, "num_inference_steps": 3},
+        {"seed": 4, "guidance_scale": 0.0},
+    ]
+    with serving(make_settings(capacity=4)) as client:
+        alone = [pixels(generate(client, **ask)[0]["url"]) for ask in asks]
+        with ThreadPoolExecutor(len(asks) * 2) as pool:
+            together = pool.map(lambda ask: pixels(generate(client, **ask)[0]["url"]), asks * 2)
+            assert list(together) == alone * 2
 
 
 def test_nsfw_flags_come_from_the_safety_checker_model(make_settings):
