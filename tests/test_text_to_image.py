@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import serving
 from helpers import decode_image, max_pixel_difference, pixels
 
-from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SDXL, TINY_SDXL_TURBO
+from runner.tiny_models import (
+    TINY_SAFETY_CHECKER_STRICT,
+    TINY_SDXL,
+    TINY_SDXL_LORA,
+    TINY_SDXL_TURBO,
+)
 
 SMALL = {"width": 96, "height": 64, "num_inference_steps": 2}
 
@@ -75,6 +81,13 @@ def test_sdxl_splits_prompts_for_its_two_encoders(sdxl_client):
     assert pixels(one["url"]) != pixels(two["url"])
     negative = generate(sdxl_client, prompt="a cat", negative_prompt="ugly|blurry", seed=9)[0]
     assert pixels(negative["url"]) != pixels(one["url"])
+
+
+def test_sdxl_takes_its_lora(sdxl_client):
+    plain = generate(sdxl_client, seed=9)[0]
+    styled = generate(sdxl_client, seed=9, loras=json.dumps({TINY_SDXL_LORA: 1.0}))[0]
+    assert pixels(styled["url"]) != pixels(plain["url"])
+    assert pixels(generate(sdxl_client, seed=9, loras="")[0]["url"]) == pixels(plain["url"])
 
 
 def test_sdxl_refuses_more_prompts_than_encoders(sdxl_client):

@@ -124,6 +124,10 @@ def _unet(**architecture: object):
     return UNet2DConditionModel(**(config | architecture))
 
 
+def sd15_unet():
+    return _unet()
+
+
 def build_sd15(folder: Path, seed: int) -> None:
     """Stable Diffusion 1.x: one CLIP text encoder, PNDM, a bundled safety checker."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
@@ -131,7 +135,7 @@ def build_sd15(folder: Path, seed: int) -> None:
 
     _seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
-    unet = _unet()
+    unet = sd15_unet()
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -179,16 +183,10 @@ def build_instruct_pix2pix(folder: Path, seed: int) -> None:
     save_clip_tokenizer(folder / "tokenizer")
 
 
-def build_sdxl(folder: Path, seed: int) -> None:
-    """Stable Diffusion XL: two CLIP text encoders, micro-conditioning, Euler."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    _seeded(seed)
-    vocab_size = save_clip_tokenizer(folder / "tokenizer")
-    save_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
+def sdxl_unet():
+    """The tiny SDXL UNet: both encoders' hidden states as context, micro-conditioning."""
     time_embed_dim = 8
-    unet = _unet(
+    return _unet(
         sample_size=128,
         cross_attention_dim=2 * TEXT_HIDDEN,  # both encoders' hidden states, concatenated
         attention_head_dim=(2, 4, 4),
@@ -198,6 +196,17 @@ def build_sdxl(folder: Path, seed: int) -> None:
         addition_time_embed_dim=time_embed_dim,
         projection_class_embeddings_input_dim=6 * time_embed_dim + TEXT_HIDDEN,
     )
+
+
+def build_sdxl(folder: Path, seed: int) -> None:
+    """Stable Diffusion XL: two CLIP text encoders, micro-conditioning, Euler."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    _seeded(seed)
+    vocab_size = save_clip_tokenizer(folder / "tokenizer")
+    save_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
+    unet = sdxl_unet()
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
