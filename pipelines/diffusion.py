@@ -3,6 +3,7 @@ checker, and the image answer."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -61,6 +62,17 @@ def generators(device: str, seeds: list[int]) -> list[torch.Generator]:
     import torch
 
     return [torch.Generator(device=device).manual_seed(s % 2**64) for s in seeds]
+
+
+def request_pipe(pipe: Any) -> Any:
+    """``pipe`` for one request: the same models, its own scheduler and call state.
+
+    A diffusers scheduler keeps per-call state (timesteps, step counters) and the pipeline
+    keeps the guidance scale of its call, so requests running at once must not share them.
+    """
+    view = copy.copy(pipe)
+    view.scheduler = copy.deepcopy(pipe.scheduler)
+    return view
 
 
 def prompt_slots(pipe: Any) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pipelines import checks
-from runner.errors import InvalidInput
+from pipelines.lora import check_loras
 from runner.schemas import optional_int
 from runner.settings import Settings
 
@@ -89,5 +89,5 @@ def check_shared(settings: Settings, params: BaseModel) -> None:
         if name in fields:
             checks.in_range(name, getattr(params, name), 0, settings.max_guidance_scale)
     checks.seed(params.seed)
-    if "loras" in fields and params.loras.strip() not in ("", "{}"):
-        raise InvalidInput("loras: LoRA adapters are not supported by this runner yet.")
+    if "loras" in fields:
+        check_loras(params.loras, settings.model_dir, settings.max_loras)

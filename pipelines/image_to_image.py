@@ -19,8 +19,10 @@ from pipelines.diffusion import (
     generators,
     image_seeds,
     prompt_slots,
+    request_pipe,
     split_prompt,
 )
+from pipelines.lora import LoraAdapters
 from runner.errors import InvalidInput
 from runner.schemas import ImageResponse
 from runner.uploads import Upload
@@ -91,6 +93,7 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
     def load(self) -> None:
         super().load()
         self.prompt_slots = prompt_slots(self.pipe)
+        self.loras = LoraAdapters(self.pipe, self.settings.model_dir, self.settings.max_loras)
 
     def warmup(self) -> None:
         self.predict(
@@ -100,21 +103,9 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
         )
 
     def check(self, params: ImageToImageParams) -> None:
-        s = self.settings
-        checks.non_empty("prompt", params.prompt)
+        fields.check_shared(self.settings, params)
         checks.in_range("strength", params.strength, 0, 1)
-        checks.in_range("num_inference_steps", params.num_inference_steps, 1, s.max_inference_steps)
-        checks.in_range(
-            "num_images_per_prompt", params.num_images_per_prompt, 1, s.max_images_per_request
-        )
-        checks.in_range("guidance_scale", params.guidance_scale, 0, s.max_guidance_scale)
-        checks.in_range(
-            "image_guidance_scale", params.image_guidance_scale, 0, s.max_guidance_scale
-        )
-        checks.seed(params.seed)
         self.check_for_model(params)
-        if params.loras.strip() not in ("", "{}"):
-            raise InvalidInput("loras: LoRA adapters are not supported by this runner yet.")
 
     def predict(self, params: ImageToImageParams) -> GeneratedImages:
         self.check_for_model(params)
@@ -133,13 +124,14 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
                     f"{steps} x {params.strength:g}."
                 )
             kwargs["strength"] = params.strength
-        images = self.pipe(
-            **kwargs,
-            image=fit_to_budget(params.image, self.settings.image_pixel_budget),
-            guidance_scale=guidance,
-            num_inference_steps=steps,
-            num_images_per_prompt=count,
-            generator=generators(self.device, seeds),
-            **self.step_hooks(),
-        ).images
+        with self.loras.applied(params.loras):
+            images = request_pipe(self.pipe)(
+                **kwargs,
+                image=fit_to_budget(params.image, self.settings.image_pixel_budget),
+                guidance_scale=guidance,
+                num_inference_steps=steps,
+                num_images_per_prompt=count,
+                generator=generators(self.device, seeds),
+                **self.step_hooks(),
+            ).images
         return GeneratedImages(images, seeds, self.nsfw_flags(images, params.safety_check))

@@ -16,8 +16,10 @@ from pipelines.diffusion import (
     generators,
     image_seeds,
     prompt_slots,
+    request_pipe,
     split_prompt,
 )
+from pipelines.lora import LoraAdapters
 from runner.schemas import ImageResponse
 
 log = logging.getLogger("pipelines.text_to_image")
@@ -69,6 +71,7 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
     def load(self) -> None:
         super().load()
         self.prompt_slots = prompt_slots(self.pipe)
+        self.loras = LoraAdapters(self.pipe, self.settings.model_dir, self.settings.max_loras)
 
     def warmup(self) -> None:
         s = self.settings
@@ -97,15 +100,16 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
         if params.negative_prompt:
             kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
-        images = self.pipe(
-            **kwargs,
-            width=params.width,
-            height=params.height,
-            guidance_scale=guidance,
-            num_inference_steps=steps,
-            num_images_per_prompt=count,
-            generator=generators(self.device, seeds),
-            **self.step_hooks(),
-        ).images
+        with self.loras.applied(params.loras):
+            images = request_pipe(self.pipe)(
+                **kwargs,
+                width=params.width,
+                height=params.height,
+                guidance_scale=guidance,
+                num_inference_steps=steps,
+                num_images_per_prompt=count,
+                generator=generators(self.device, seeds),
+                **self.step_hooks(),
+            ).images
         nsfw = self.nsfw_flags(images, params.safety_check)
         return GeneratedImages(images=images, seeds=seeds, nsfw=nsfw)

@@ -10,7 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import DiffusionPipeline, GeneratedImages, generators, image_seeds
+from pipelines.diffusion import (
+    DiffusionPipeline,
+    GeneratedImages,
+    generators,
+    image_seeds,
+    request_pipe,
+)
 from runner.cancellation import legacy_step_callback
 from runner.errors import InvalidInput
 from runner.schemas import ImageResponse
@@ -75,7 +81,7 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
 
     def predict(self, params: UpscaleParams) -> GeneratedImages:
         seeds = image_seeds(params.seed, 1)
-        images = self.pipe(
+        images = request_pipe(self.pipe)(
             prompt=params.prompt,
             image=params.image,
             num_inference_steps=params.num_inference_steps,

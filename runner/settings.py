@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         512 * 512, ge=64 * 64, description="Largest image upscale takes, in pixels."
     )
 
+    max_loras: int = Field(
+        4, ge=1, description="LoRA adapters kept loaded; the least recently used is dropped."
+    )
+
     safety_checker: bool = Field(True, description="Load the safety checker at start-up.")
     safety_checker_id: str = "CompVis/stable-diffusion-safety-checker"
     sdxl_base_id: str = Field(

@@ -92,7 +92,7 @@ def test_other_pipelines_are_not_served(sd_client, path):
         ({"guidance_scale": -0.5}, "guidance_scale must be between 0 and 50.0, got -0.5."),
         ({"guidance_scale": 1e308}, "guidance_scale must be between 0 and 50.0, got 1e+308."),
         ({"seed": 2**70}, f"seed must be between {-(2**63)} and {2**63 - 1}, got {2**70}."),
-        ({"loras": '{"a/b": 1}'}, "loras: LoRA adapters are not supported by this runner yet."),
+        ({"loras": '{"a/b": 1}'}, "loras: adapter a/b is not in MODEL_DIR."),
     ],
 )
 def test_bad_values_are_400_naming_the_field(sd_client, fields, message):

@@ -4,6 +4,7 @@ InstructPix2Pix, on tiny models."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from helpers import decode_image, pixels
 from PIL import Image
 
 from pipelines.image_to_image import fit_to_budget
-from runner.tiny_models import TINY_PIX2PIX, TINY_SD
+from runner.tiny_models import TINY_PIX2PIX, TINY_SD, TINY_SD_LORA
 
 
 def png(size=(96, 64)) -> bytes:
@@ -55,6 +56,18 @@ def test_strength_changes_how_far_the_image_moves(sd):
     assert pixels(light["url"]) != pixels(strong["url"])
 
 
+def test_a_lora_changes_the_edit_and_unloading_restores_it(sd):
+    def edited(loras: str) -> bytes:
+        response = edit(sd, seed="2", num_inference_steps="2", strength="1", loras=loras)
+        assert response.status_code == 200, response.text
+        return pixels(response.json()["images"][0]["url"])
+
+    plain = edited("")
+    styled = edited(json.dumps({TINY_SD_LORA: 1}))
+    assert styled != plain
+    assert edited("{}") == plain
+
+
 def test_pix2pix_uses_image_guidance_scale(pix2pix):
     low = edit(pix2pix, seed="1", image_guidance_scale="1.0").json()["images"][0]
     high = edit(pix2pix, seed="1", image_guidance_scale="3.0").json()["images"][0]
@@ -88,6 +101,8 @@ def test_fit_to_budget_rounds_sides_down_to_multiples_of_8():
             "image_guidance_scale must be between 0 and 50.0, got -1.0.",
         ),
         ({"num_images_per_prompt": "0"}, "num_images_per_prompt must be between 1 and 8, got 0."),
+        ({"loras": '{"org/absent": 1}'}, "loras: adapter org/absent is not in MODEL_DIR."),
+        ({"loras": '{"a/b": "x"}'}, 'loras: the weight of a/b must be a finite number, got "x".'),
     ],
 )
 def test_bad_values_are_400(sd, fields, message):

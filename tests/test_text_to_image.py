@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from conftest import serving
 from helpers import decode_image, denoiser_calls, max_pixel_difference, pixels
 
-from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SDXL, TINY_SDXL_TURBO
+from runner.tiny_models import (
+    TINY_SAFETY_CHECKER_STRICT,
+    TINY_SDXL,
+    TINY_SDXL_LORA,
+    TINY_SDXL_TURBO,
+)
 
 SMALL = {"width": 96, "height": 64, "num_inference_steps": 2}
 
@@ -75,12 +83,34 @@ def test_sdxl_splits_prompts_for_its_two_encoders(sdxl_client):
     assert pixels(negative["url"]) != pixels(one["url"])
 
 
+def test_sdxl_takes_its_lora(sdxl_client):
+    plain = generate(sdxl_client, seed=9)[0]
+    styled = generate(sdxl_client, seed=9, loras=json.dumps({TINY_SDXL_LORA: 1.0}))[0]
+    assert pixels(styled["url"]) != pixels(plain["url"])
+    assert pixels(generate(sdxl_client, seed=9, loras="")[0]["url"]) == pixels(plain["url"])
+
+
 def test_sdxl_refuses_more_prompts_than_encoders(sdxl_client):
     response = sdxl_client.post("/text-to-image", json={"prompt": "a|b|c", **SMALL})
     assert response.status_code == 400
     assert response.json() == {
         "detail": {"msg": "prompt has 3 '|'-separated prompts but this model takes at most 2."}
     }
+
+
+def test_requests_running_at_once_each_get_what_they_asked_for(make_settings):
+    """Schedulers and pipelines keep per-call state; concurrent requests must not share it."""
+    asks = [
+        {"seed": 1},
+        {"seed": 2, "guidance_scale": 2.0},
+        {"seed": 3, "num_inference_steps": 3},
+        {"seed": 4, "guidance_scale": 0.0},
+    ]
+    with serving(make_settings(capacity=4)) as client:
+        alone = [pixels(generate(client, **ask)[0]["url"]) for ask in asks]
+        with ThreadPoolExecutor(len(asks) * 2) as pool:
+            together = pool.map(lambda ask: pixels(generate(client, **ask)[0]["url"]), asks * 2)
+            assert list(together) == alone * 2
 
 
 def test_nsfw_flags_come_from_the_safety_checker_model(make_settings):

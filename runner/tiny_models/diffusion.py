@@ -128,6 +128,10 @@ def _unet(**architecture: object):
     return UNet2DConditionModel(**(config | architecture))
 
 
+def sd15_unet():
+    return _unet()
+
+
 def build_sd15(folder: Path, seed: int) -> None:
     """Stable Diffusion 1.x: one CLIP text encoder, PNDM, a bundled safety checker."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
@@ -135,7 +139,7 @@ def build_sd15(folder: Path, seed: int) -> None:
 
     _seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
-    unet = _unet()
+    unet = sd15_unet()
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -184,7 +188,7 @@ def build_instruct_pix2pix(folder: Path, seed: int) -> None:
 
 
 def sdxl_unet():
-    """SDXL's UNet: both encoders' states as context, size and crop micro-conditioning."""
+    """The tiny SDXL UNet: both encoders' hidden states as context, micro-conditioning."""
     time_embed_dim = 8
     return _unet(
         sample_size=128,

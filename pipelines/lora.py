@@ -1,0 +1,232 @@
+"""LoRA adapters for the diffusion pipelines: the request's ``loras`` field, the adapters
+kept loaded on the pipe (least recently used dropped first), and the gate that keeps a
+request from ever running with another request's adapters.
+
+Adapter state is global to the pipe while ``CAPACITY`` inferences share it, so requests
+whose adapters (and weights) are the active ones run together; one that wants others waits
+until those running finish, then switches. Waiters are let in in arrival order, so a steady
+stream wanting the active adapters cannot starve one that wants different ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from runner.errors import InvalidInput
+from runner.hub import ModelNotFound, locate_model
+
+log = logging.getLogger("pipelines.lora")
+
+Weights = dict[str, float]  # adapter repo id -> weight; {} runs without adapters
+
+
+def parse_loras(text: str, limit: int) -> Weights:
+    """The ``loras`` field as ``{repo id: weight}``; ``""`` and ``{}`` mean none."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"loras is not valid JSON: {exc.msg} at character {exc.pos}.") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f'loras must be a JSON object such as {{"org/lora": 1.0}}, got {_json_kind(value)}.'
+        )
+    if len(value) > limit:
+        raise InvalidInput(f"loras: at most {limit} adapters per request, got {len(value)}.")
+    weights: Weights = {}
+    for repo, weight in value.items():
+        if not _is_hub_id(repo):
+            raise InvalidInput(f"loras: adapter {repo!r} is not a Hugging Face id (org/name).")
+        weights[repo] = _finite(repo, weight)
+    return weights
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    return kinds.get(type(value), "an array")
+
+
+def _is_hub_id(repo: str) -> bool:
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        return False
+    return repo.count("/") == 1
+
+
+def _finite(repo: str, weight: Any) -> float:
+    number = None
+    if isinstance(weight, int | float) and not isinstance(weight, bool):
+        try:
+            number = float(weight)
+        except OverflowError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise InvalidInput(
+            f"loras: the weight of {repo} must be a finite number, got {json.dumps(weight)}."
+        )
+    return number
+
+
+def check_loras(text: str, model_dir: Path, limit: int) -> Weights:
+    """Parse the field and check that each adapter is in ``MODEL_DIR``; loading is later."""
+    weights = parse_loras(text, limit)
+    for repo in weights:
+        _locate(model_dir, repo)
+    return weights
+
+
+def _locate(model_dir: Path, repo: str) -> Path:
+    try:
+        return locate_model(model_dir, repo)
+    except ModelNotFound:
+        raise InvalidInput(f"loras: adapter {repo} is not in MODEL_DIR.") from None
+
+
+def describe(weights: Weights | None) -> str:
+    if not weights:
+        return "none"
+    return ", ".join(f"{repo} ({weight:g})" for repo, weight in weights.items())
+
+
+class AdapterGate:
+    """Lets in together requests that want the same adapters; switches between sets only
+    when no request is running."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[object, Weights]] = []  # in arrival order
+        self._running = 0
+        self._active: Weights | None = {}  # None: unknown, after a failed switch
+
+    @property
+    def active(self) -> Weights | None:
+        return self._active
+
+    @contextmanager
+    def entered(self, wanted: Weights, switch: Callable[[Weights], None]) -> Iterator[None]:
+        """Run the body with ``wanted`` active; ``switch`` makes it active, alone."""
+        ticket = object()
+        with self._cond:
+            self._waiting.append((ticket, wanted))
+            try:
+                self._cond.wait_for(lambda: self._may_enter(ticket, wanted))
+                if self._active != wanted:
+                    self._active = None
+                    switch(wanted)
+                    self._active = wanted
+            finally:
+                self._waiting.remove((ticket, wanted))
+                self._cond.notify_all()
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def _may_enter(self, ticket: object, wanted: Weights) -> bool:
+        for earlier, their in self._waiting:
+            if earlier is ticket:
+                break
+            if their != wanted:
+                return False
+        return self._running == 0 or self._active == wanted
+
+
+class LoraAdapters:
+    """The adapters loaded on one diffusers pipe, at most ``limit`` of them kept."""
+
+    def __init__(self, pipe: Any, model_dir: Path, limit: int) -> None:
+        self.pipe = pipe
+        self.model_dir = model_dir
+        self.limit = limit
+        self.gate = AdapterGate()
+        # repo id -> the pipe's adapter name, least recently used first
+        self.loaded: OrderedDict[str, str] = OrderedDict()
+        self._loads = 0
+
+    @contextmanager
+    def applied(self, loras: str) -> Iterator[None]:
+        """Run the body with exactly the adapters the ``loras`` field names active."""
+        wanted = parse_loras(loras, self.limit)
+        if wanted and not hasattr(self.pipe, "load_lora_weights"):
+            raise InvalidInput(f"loras: this model ({type(self.pipe).__name__}) takes no LoRAs.")
+        with self.gate.entered(wanted, self._switch):
+            yield
+
+    def _switch(self, wanted: Weights) -> None:
+        if not wanted:
+            if self.loaded:
+                self.pipe.disable_lora()
+            log.info("LoRA adapters active: none")
+            return
+        for repo in wanted:
+            if repo in self.loaded:
+                self.loaded.move_to_end(repo)
+        missing = [repo for repo in wanted if repo not in self.loaded]
+        self._make_room(len(missing), keep=wanted)
+        for repo in missing:
+            self._load(repo)
+        self.pipe.set_adapters(
+            [self.loaded[repo] for repo in wanted], adapter_weights=list(wanted.values())
+        )
+        self.pipe.enable_lora()
+        log.info("LoRA adapters active: %s", describe(wanted))
+
+    def _make_room(self, count: int, keep: Weights) -> None:
+        """Drop the least recently used adapters (not in ``keep``) so ``count`` more fit."""
+        for repo in [repo for repo in self.loaded if repo not in keep]:
+            if len(self.loaded) + count <= self.limit:
+                break
+            name = self.loaded.pop(repo)
+            self.pipe.delete_adapters([name])
+            log.info(
+                "dropped LoRA adapter %s (least recently used; MAX_LORAS=%d)", repo, self.limit
+            )
+
+    def _load(self, repo: str) -> None:
+        import torch
+
+        device_errors = (torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ()
+        path = _locate(self.model_dir, repo)
+        self._loads += 1
+        name = f"lora_{self._loads}"
+        started = time.perf_counter()
+        try:
+            self.pipe.load_lora_weights(str(path), adapter_name=name)
+            if not any(name in names for names in self.pipe.get_list_adapters().values()):
+                raise ValueError("no weights for this model's layers")
+        except Exception as exc:
+            self._discard(name)
+            if isinstance(exc, (torch.OutOfMemoryError, *device_errors)):
+                raise
+            log.warning("LoRA adapter %s failed to load: %s", repo, exc)
+            raise InvalidInput(
+                f"loras: adapter {repo} could not be loaded into this model ({type(exc).__name__})."
+            ) from exc
+        self.loaded[repo] = name
+        log.info("loaded LoRA adapter %s as %s in %.2fs", repo, name, time.perf_counter() - started)
+
+    def _discard(self, name: str) -> None:
+        """Remove whatever a failed load left of adapter ``name``."""
+        try:
+            self.pipe.delete_adapters([name])
+        except Exception:
+            log.exception("could not remove the partly loaded LoRA adapter %s", name)
