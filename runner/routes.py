@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
@@ -24,6 +25,7 @@ ERROR_DESCRIPTIONS = {
     415: "Unsupported Media Type",
     500: "Internal Server Error",
 }
+log = logging.getLogger("runner.requests")
 BINARY = {"format": "binary"}  # how the reference publishes file fields
 # Published in OpenAPI so clients send the token; enforced by the gate before the body is read.
 bearer_scheme = HTTPBearer(auto_error=False)
@@ -88,6 +90,8 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
     router = APIRouter()
 
     async def serve(request: Request, params: BaseModel) -> Response:
+        if runtime.settings.verbose_logging:
+            log.debug("request id=%s params %s", request.state.request_id, describe(params))
         runtime.check_model_id(params.model_id)
         pipeline.check(params)
         timings = request.state.timings
@@ -127,6 +131,21 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
             openapi_extra={"x-speakeasy-name-override": route.sdk_name},
         )
     return router
+
+
+def describe(params: BaseModel) -> str:
+    """A request's parameters for the verbose log: values as given, uploads by their size
+    (media never goes to the log)."""
+    parts = []
+    for name, value in params:
+        if hasattr(value, "size") and hasattr(value, "mode"):  # a decoded image
+            shown = f"<image {value.size[0]}x{value.size[1]}>"
+        elif hasattr(value, "samples"):  # decoded audio
+            shown = f"<audio {value.duration:.1f} s>"
+        else:
+            shown = repr(value)
+        parts.append(f"{name}={shown}")
+    return " ".join(parts)
 
 
 def _parameter(name: str, annotation: object, default: object = inspect.Parameter.empty):
