@@ -1,0 +1,114 @@
+"""Faults on every pipeline: the real torch exception types raised from inside the loaded
+tiny model (a forward hook on its main module), and what the runner answers after them."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from conftest import serving
+from helpers import encode_audio, tone
+from PIL import Image
+
+from runner import tiny_models as tiny
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+DIFFUSION = {"prompt": "a cat", "num_inference_steps": "2", "seed": "1"}
+WAV = encode_audio(tone(1.0), 16_000, "wav", "pcm_s16le")
+
+# pipeline -> (tiny model, request, the module that runs inside the model)
+CASES = {
+    "text-to-image": (
+        tiny.TINY_SD,
+        {"json": {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 2}},
+        lambda p: p.pipe.unet,
+    ),
+    "image-to-image": (
+        tiny.TINY_SD,
+        {"data": DIFFUSION, "files": {"image": ("i.png", png())}},
+        lambda p: p.pipe.unet,
+    ),
+    "upscale": (
+        tiny.TINY_UPSCALER,
+        {"data": DIFFUSION, "files": {"image": ("i.png", png())}},
+        lambda p: p.pipe.unet,
+    ),
+    "image-to-text": (
+        tiny.TINY_BLIP,
+        {"files": {"image": ("i.png", png())}},
+        lambda p: p.model.vision_model,  # generate() calls its parts, not the model's forward
+    ),
+    "segment-anything-2": (
+        tiny.TINY_SAM2,
+        {
+            "data": {"point_coords": "[[32, 24]]", "point_labels": "[1]"},
+            "files": {"image": ("i.png", png())},
+        },
+        lambda p: p.model,
+    ),
+    "audio-to-text": (
+        tiny.TINY_WHISPER,
+        {"files": {"audio": ("a.wav", WAV)}},
+        lambda p: p.asr.model,
+    ),
+    "text-to-speech": (tiny.TINY_MMS_TTS, {"json": {"text": "hello"}}, lambda p: p.speech.model),
+}
+
+
+def raising(exception: BaseException, times: int = 1):
+    left = {"n": times}
+
+    def hook(module, args):
+        if left["n"] > 0:
+            left["n"] -= 1
+            raise exception
+
+    return hook
+
+
+@pytest.mark.parametrize("pipeline", sorted(CASES))
+def test_out_of_memory_is_500_and_the_next_request_succeeds(make_settings, pipeline):
+    model_id, request, module_of = CASES[pipeline]
+    settings = make_settings(pipeline=pipeline, model_id=model_id, max_consecutive_oom=2)
+    with serving(settings) as client:
+        module = module_of(client.app.state.runtime.pipeline)
+        oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        handle = module.register_forward_pre_hook(raising(oom))
+        try:
+            failed = client.post(f"/{pipeline}", **request)
+            assert failed.status_code == 500
+            assert failed.json() == {"detail": {"msg": "GPU out of memory."}}
+            assert client.get("/health").json() == {"status": "IDLE"}
+            served = client.post(f"/{pipeline}", **request)
+            assert served.status_code == 200, served.text
+            # Two in a row (the limit) and the worker is told to replace the container.
+            handle.remove()
+            handle = module.register_forward_pre_hook(raising(oom, times=2))
+            assert client.post(f"/{pipeline}", **request).status_code == 500
+            assert client.post(f"/{pipeline}", **request).status_code == 500
+            assert client.get("/health").json() == {"status": "ERROR"}
+        finally:
+            handle.remove()
+
+
+@pytest.mark.parametrize("pipeline", ["audio-to-text", "segment-anything-2"])
+def test_an_unrecoverable_device_error_is_500_and_health_error(make_settings, pipeline):
+    model_id, request, module_of = CASES[pipeline]
+    with serving(make_settings(pipeline=pipeline, model_id=model_id)) as client:
+        module = module_of(client.app.state.runtime.pipeline)
+        error = torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+        handle = module.register_forward_pre_hook(raising(error))
+        try:
+            response = client.post(f"/{pipeline}", **request)
+        finally:
+            handle.remove()
+        assert response.status_code == 500
+        assert "unrecoverable device error" in response.json()["detail"]["msg"]
+        assert client.get("/health").json() == {"status": "ERROR"}
