@@ -96,7 +96,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RunnerError)
     async def _runner_error(request: Request, exc: RunnerError) -> JSONResponse:
-        return error_response(exc, route_declared_codes(request))
+        response = error_response(exc, route_declared_codes(request))
+        if response.status_code >= 500:
+            log.warning("answered %d: %s", response.status_code, exc.message)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -148,7 +148,7 @@ def test_a_client_that_disconnects_while_queued_is_dropped_from_the_queue(server
         watch.remove()
 
 
-def test_a_request_past_its_deadline_is_stopped_and_answered_500(make_settings):
+def test_a_request_past_its_deadline_is_stopped_and_answered_500(make_settings, caplog):
     with serving(make_settings(request_deadline=0.5)) as client:
         unet = client.app.state.runtime.pipeline.pipe.unet
         calls = []
@@ -169,6 +169,7 @@ def test_a_request_past_its_deadline_is_stopped_and_answered_500(make_settings):
             }
         }
         assert len(calls) <= 4
+        assert "answered 500: Inference stopped: it ran past the 0.5 s deadline" in caplog.text
         assert client.post("/text-to-image", json=SMALL).status_code == 200
         text = client.get("/metrics").text
         assert 'runner_cancelled_requests_total{reason="deadline"} 1.0' in text
