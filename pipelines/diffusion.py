@@ -7,12 +7,14 @@ import inspect
 import json
 import logging
 import random
+import time
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from pipelines.acceleration import Acceleration, AccelerationReport, request_shape
 from pipelines.base import ParamsT, Pipeline
 from pipelines.diffusion_families import Family, family_of
 from runner.device import prepare_model
@@ -84,6 +86,7 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
     pipe: Any = None
     safety_checker: SafetyChecker | None = None
     family: Family | None = None
+    acceleration: Acceleration | None = None
 
     @abstractmethod
     def diffusers_class(self, model_index: dict) -> Any:
@@ -123,14 +126,55 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
                 self.family.steps,
                 self.family.guidance_scale,
             )
+        self.acceleration = Acceleration.setup(settings, pipe, self.family, self.device)
         if settings.safety_checker:
             self.safety_checker = SafetyChecker(settings, self.device, self.placement.dtype)
 
     def describe(self) -> str:
-        return (
-            f"{self.model_id} ({type(self.pipe).__name__}, {self.placement.describe()}, "
-            f"safety checker {'on' if self.safety_checker else 'off'})"
-        )
+        parts = [type(self.pipe).__name__, self.placement.describe()]
+        parts.append(f"safety checker {'on' if self.safety_checker else 'off'}")
+        accelerated = self.acceleration.describe() if self.acceleration else None
+        return f"{self.model_id} ({', '.join(parts + ([accelerated] if accelerated else []))})"
+
+    def acceleration_report(self) -> AccelerationReport | None:
+        return self.acceleration.report if self.acceleration else None
+
+    def warmup_size(self) -> tuple[int, int]:
+        """The image size (width, height) a request that leaves the defaults carries."""
+        raise NotImplementedError
+
+    def warmup_params(self, width: int, height: int) -> ParamsT:
+        """A cheap request whose images (or input image) have this size."""
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """Run the default size and those in ``WARMUP_SIZES``; with SFAST this compiles."""
+        sizes = dict.fromkeys([self.warmup_size(), *self.settings.warmup_sizes])
+        took = []
+        assert self.acceleration is not None
+        with self.acceleration.warming_up():
+            for width, height in sizes:
+                params = self.warmup_params(width, height)
+                try:
+                    self.check(params)
+                except InvalidInput as exc:
+                    log.warning("WARMUP_SIZES: %dx%d skipped: %s", width, height, exc.message)
+                    continue
+                started, graphs = time.perf_counter(), self.acceleration.compiled_graphs()
+                self.predict(params)
+                graphs = self.acceleration.compiled_graphs() - graphs
+                compiled = f" ({graphs} graph{'s' * (graphs > 1)} compiled)" if graphs else ""
+                took.append(f"{width}x{height} {time.perf_counter() - started:.1f}s{compiled}")
+        log.info("warm-up took %.1fs: %s", self.acceleration.report.warmup_seconds, ", ".join(took))
+
+    def generate(self, **kwargs: Any) -> Any:
+        """``self.pipe(**kwargs)``, with SFAST and DEEPCACHE as they apply to this request."""
+        if self.acceleration is None:
+            return self.pipe(**kwargs)
+        steps = kwargs["num_inference_steps"]
+        if "strength" in kwargs:  # image-to-image runs only the last steps x strength
+            steps -= int(steps - steps * kwargs["strength"])
+        return self.acceleration.run(lambda: self.pipe(**kwargs), steps, request_shape(kwargs))
 
     def steps_and_guidance(self, params: BaseModel) -> tuple[int, float]:
         """The request's values, or the model family's where it left the contract default."""

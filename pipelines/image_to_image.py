@@ -86,12 +86,12 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
         super().load()
         self.prompt_slots = prompt_slots(self.pipe)
 
-    def warmup(self) -> None:
-        self.predict(
-            ImageToImageParams(
-                prompt="warm-up", image=Image.new("RGB", (512, 512)), num_inference_steps=2, seed=0
-            )
-        )
+    def warmup_size(self) -> tuple[int, int]:
+        return (512, 512)
+
+    def warmup_params(self, width: int, height: int) -> ImageToImageParams:
+        image = Image.new("RGB", (width, height))
+        return ImageToImageParams(prompt="warm-up", image=image, num_inference_steps=2, seed=0)
 
     def check(self, params: ImageToImageParams) -> None:
         s = self.settings
@@ -125,7 +125,7 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
                     f"{steps} x {params.strength:g}."
                 )
             kwargs["strength"] = params.strength
-        images = self.pipe(
+        images = self.generate(
             **kwargs,
             image=fit_to_budget(params.image, self.settings.image_pixel_budget),
             guidance_scale=guidance,

@@ -63,16 +63,18 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         super().load()
         self.prompt_slots = prompt_slots(self.pipe)
 
-    def warmup(self) -> None:
+    def warmup_size(self) -> tuple[int, int]:
         s = self.settings
-        self.predict(
-            TextToImageParams(
-                prompt="warm-up",
-                width=min(max(1024, s.image_size_min), s.image_size_max),
-                height=min(max(576, s.image_size_min), s.image_size_max),
-                num_inference_steps=1,
-                seed=0,
-            )
+        defaults = TextToImageParams.model_fields
+        width, height = (
+            min(max(defaults[side].default, s.image_size_min), s.image_size_max)
+            for side in ("width", "height")
+        )
+        return width, height
+
+    def warmup_params(self, width: int, height: int) -> TextToImageParams:
+        return TextToImageParams(
+            prompt="warm-up", width=width, height=height, num_inference_steps=1, seed=0
         )
 
     def check(self, params: TextToImageParams) -> None:
@@ -88,7 +90,7 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
         if params.negative_prompt:
             kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
-        images = self.pipe(
+        images = self.generate(
             **kwargs,
             width=params.width,
             height=params.height,
