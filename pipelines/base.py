@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from runner.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.acceleration import AccelerationReport
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
 OutputT = TypeVar("OutputT")
@@ -53,6 +56,10 @@ class Pipeline(ABC, Generic[ParamsT, OutputT]):
     def describe(self) -> str:
         """What was loaded, for the start-up log."""
         return self.model_id
+
+    def acceleration_report(self) -> AccelerationReport | None:
+        """What SFAST/DEEPCACHE did, for ``/metrics``; None where they do not apply."""
+        return None
 
     def check(self, params: ParamsT) -> None:  # noqa: B027 - optional hook
         """Validate values the schema cannot; raise ``InvalidInput`` naming the field."""

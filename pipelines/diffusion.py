@@ -8,12 +8,14 @@ import inspect
 import json
 import logging
 import random
+import time
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
+from pipelines.acceleration import Acceleration, AccelerationReport, request_shape
 from pipelines.base import ParamsT, Pipeline
 from pipelines.diffusion_families import (
     Family,
@@ -21,6 +23,7 @@ from pipelines.diffusion_families import (
     family_of,
     lightning_unet,
 )
+from pipelines.lora import parse_loras
 from runner.cancellation import diffusers_step_end
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput
@@ -103,6 +106,7 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
     pipe: Any = None
     safety_checker: SafetyChecker | None = None
     family: Family | None = None
+    acceleration: Acceleration | None = None
 
     @abstractmethod
     def diffusers_class(self, model_index: dict) -> Any:
@@ -155,6 +159,7 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         self.log_family()
+        self.acceleration = Acceleration.setup(settings, pipe, self.family, self.device)
         if settings.safety_checker:
             self.safety_checker = SafetyChecker(settings, self.device, self.placement.dtype)
 
@@ -174,10 +179,55 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         )
 
     def describe(self) -> str:
-        return (
-            f"{self.model_id} ({type(self.pipe).__name__}, {self.placement.describe()}, "
-            f"safety checker {'on' if self.safety_checker else 'off'})"
-        )
+        parts = [type(self.pipe).__name__, self.placement.describe()]
+        parts.append(f"safety checker {'on' if self.safety_checker else 'off'}")
+        accelerated = self.acceleration.describe() if self.acceleration else None
+        return f"{self.model_id} ({', '.join(parts + ([accelerated] if accelerated else []))})"
+
+    def acceleration_report(self) -> AccelerationReport | None:
+        return self.acceleration.report if self.acceleration else None
+
+    def warmup_size(self) -> tuple[int, int]:
+        """The image size (width, height) a request that leaves the defaults carries."""
+        raise NotImplementedError
+
+    def warmup_params(self, width: int, height: int) -> ParamsT:
+        """A cheap request whose images (or input image) have this size."""
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """Run the default size and those in ``WARMUP_SIZES``; with SFAST this compiles."""
+        sizes = dict.fromkeys([self.warmup_size(), *self.settings.warmup_sizes])
+        took = []
+        assert self.acceleration is not None
+        with self.acceleration.warming_up():
+            for width, height in sizes:
+                params = self.warmup_params(width, height)
+                try:
+                    self.check(params)
+                except InvalidInput as exc:
+                    log.warning("WARMUP_SIZES: %dx%d skipped: %s", width, height, exc.message)
+                    continue
+                started, graphs = time.perf_counter(), self.acceleration.compiled_graphs()
+                self.predict(params)
+                graphs = self.acceleration.compiled_graphs() - graphs
+                compiled = f" ({graphs} graph{'s' * (graphs > 1)} compiled)" if graphs else ""
+                took.append(f"{width}x{height} {time.perf_counter() - started:.1f}s{compiled}")
+        log.info("warm-up took %.1fs: %s", self.acceleration.report.warmup_seconds, ", ".join(took))
+
+    def generate(self, **kwargs: Any) -> Any:
+        """The diffusers pipeline called for one request (on its own view of the pipeline,
+        stopping at the next step if the request is cancelled), with SFAST and DEEPCACHE as
+        they apply to it."""
+        pipe = request_pipe(self.pipe)
+        shape = request_shape(kwargs)
+        kwargs |= self.step_hooks()
+        if self.acceleration is None:
+            return pipe(**kwargs)
+        steps = kwargs["num_inference_steps"]
+        if "strength" in kwargs:  # image-to-image runs only the last steps x strength
+            steps -= int(steps - steps * kwargs["strength"])
+        return self.acceleration.run(lambda: pipe(**kwargs), steps, shape, pipe)
 
     def steps_and_guidance(self, params: BaseModel) -> tuple[int, float]:
         """The request's values, or the model family's where it left the contract default
@@ -197,6 +247,14 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         """Checks that depend on the loaded model's family (a no-op until it is loaded):
         called from ``check``, and again in ``predict`` for requests that arrived while it
         was loading."""
+        accelerated = self.acceleration.report.compiler if self.acceleration else "none"
+        if accelerated == "stable-fast" and parse_loras(
+            getattr(params, "loras", ""), self.settings.max_loras
+        ):
+            raise InvalidInput(
+                "loras: LoRA adapters cannot be applied to a model compiled with stable-fast "
+                "(SFAST=true, COMPILER=stable-fast); the runner's operator can set COMPILER=torch."
+            )
         family = self.family
         if family is None:
             return

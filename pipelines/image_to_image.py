@@ -19,7 +19,6 @@ from pipelines.diffusion import (
     generators,
     image_seeds,
     prompt_slots,
-    request_pipe,
     split_prompt,
 )
 from pipelines.lora import LoraAdapters
@@ -95,12 +94,12 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
         self.prompt_slots = prompt_slots(self.pipe)
         self.loras = LoraAdapters(self.pipe, self.settings.model_dir, self.settings.max_loras)
 
-    def warmup(self) -> None:
-        self.predict(
-            ImageToImageParams(
-                prompt="warm-up", image=Image.new("RGB", (512, 512)), num_inference_steps=2, seed=0
-            )
-        )
+    def warmup_size(self) -> tuple[int, int]:
+        return (512, 512)
+
+    def warmup_params(self, width: int, height: int) -> ImageToImageParams:
+        image = Image.new("RGB", (width, height))
+        return ImageToImageParams(prompt="warm-up", image=image, num_inference_steps=2, seed=0)
 
     def check(self, params: ImageToImageParams) -> None:
         fields.check_shared(self.settings, params)
@@ -125,13 +124,12 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
                 )
             kwargs["strength"] = params.strength
         with self.loras.applied(params.loras):
-            images = request_pipe(self.pipe)(
+            images = self.generate(
                 **kwargs,
                 image=fit_to_budget(params.image, self.settings.image_pixel_budget),
                 guidance_scale=guidance,
                 num_inference_steps=steps,
                 num_images_per_prompt=count,
                 generator=generators(self.device, seeds),
-                **self.step_hooks(),
             ).images
         return GeneratedImages(images, seeds, self.nsfw_flags(images, params.safety_check))

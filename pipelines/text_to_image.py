@@ -16,7 +16,6 @@ from pipelines.diffusion import (
     generators,
     image_seeds,
     prompt_slots,
-    request_pipe,
     split_prompt,
 )
 from pipelines.lora import LoraAdapters
@@ -73,16 +72,18 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         self.prompt_slots = prompt_slots(self.pipe)
         self.loras = LoraAdapters(self.pipe, self.settings.model_dir, self.settings.max_loras)
 
-    def warmup(self) -> None:
+    def warmup_size(self) -> tuple[int, int]:
         s = self.settings
-        self.predict(
-            TextToImageParams(
-                prompt="warm-up",
-                width=min(max(1024, s.image_size_min), s.image_size_max),
-                height=min(max(576, s.image_size_min), s.image_size_max),
-                num_inference_steps=1,
-                seed=0,
-            )
+        defaults = TextToImageParams.model_fields
+        width, height = (
+            min(max(defaults[side].default, s.image_size_min), s.image_size_max)
+            for side in ("width", "height")
+        )
+        return width, height
+
+    def warmup_params(self, width: int, height: int) -> TextToImageParams:
+        return TextToImageParams(
+            prompt="warm-up", width=width, height=height, num_inference_steps=1, seed=0
         )
 
     def check(self, params: TextToImageParams) -> None:
@@ -101,7 +102,7 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         if params.negative_prompt:
             kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
         with self.loras.applied(params.loras):
-            images = request_pipe(self.pipe)(
+            images = self.generate(
                 **kwargs,
                 width=params.width,
                 height=params.height,
@@ -109,7 +110,6 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
                 num_inference_steps=steps,
                 num_images_per_prompt=count,
                 generator=generators(self.device, seeds),
-                **self.step_hooks(),
             ).images
         nsfw = self.nsfw_flags(images, params.safety_check)
         return GeneratedImages(images=images, seeds=seeds, nsfw=nsfw)

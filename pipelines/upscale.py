@@ -15,7 +15,6 @@ from pipelines.diffusion import (
     GeneratedImages,
     generators,
     image_seeds,
-    request_pipe,
 )
 from runner.cancellation import legacy_step_callback
 from runner.errors import InvalidInput
@@ -61,12 +60,12 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
     def step_hooks(self) -> dict[str, Any]:
         return {"callback": legacy_step_callback, "callback_steps": 1}
 
-    def warmup(self) -> None:
-        self.predict(
-            UpscaleParams(
-                prompt="warm-up", image=Image.new("RGB", (128, 128)), seed=0, num_inference_steps=1
-            )
-        )
+    def warmup_size(self) -> tuple[int, int]:
+        return (128, 128)
+
+    def warmup_params(self, width: int, height: int) -> UpscaleParams:
+        image = Image.new("RGB", (width, height))
+        return UpscaleParams(prompt="warm-up", image=image, seed=0, num_inference_steps=1)
 
     def check(self, params: UpscaleParams) -> None:
         s = self.settings
@@ -81,7 +80,7 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
 
     def predict(self, params: UpscaleParams) -> GeneratedImages:
         seeds = image_seeds(params.seed, 1)
-        images = request_pipe(self.pipe)(
+        images = self.generate(
             prompt=params.prompt,
             image=params.image,
             num_inference_steps=params.num_inference_steps,

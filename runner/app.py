@@ -22,7 +22,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The app serves at once; the model loads in the background when the app starts."""
     pipeline = pipeline_class(settings.pipeline)(settings)
     runtime = Runtime(settings, pipeline)
-    metrics = Metrics()
+    metrics = Metrics(acceleration=pipeline.acceleration_report)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from pipelines.acceleration import ACCELERATED_PIPELINES
 from pipelines.diffusion_families import lightning_unet
 from pipelines.registry import REGISTRY
 from runner.hub import ModelNotFound, locate_model
@@ -43,7 +44,7 @@ CONTRACT_PIPELINES = {
     "llm",
     "live-video-to-video",
 }
-FLAG_PIPELINES = {"text-to-image", "image-to-image", "upscale"}  # SFAST/DEEPCACHE apply here
+FLAG_PIPELINES = ACCELERATED_PIPELINES  # SFAST/DEEPCACHE apply here
 SAFETY_CHECKED = {"text-to-image", "image-to-image", "image-to-video", "upscale"}
 FEW_STEP = re.compile(r"lightning|turbo", re.IGNORECASE)
 SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"

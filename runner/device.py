@@ -131,7 +131,7 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _is_unrecoverable(exc: BaseException) -> bool:
+def is_unrecoverable(exc: BaseException) -> bool:
     """CUDA errors after which the context is unusable ("device-side assert", "illegal ...")."""
     import torch
 
@@ -153,7 +153,7 @@ def guarded(fn: Callable[..., T]) -> Callable[..., T]:
             free_memory()
             raise OutOfMemory() from None
         except Exception as exc:
-            if _is_unrecoverable(exc):
+            if is_unrecoverable(exc):
                 raise DeviceUnusable(f"unrecoverable device error: {exc}") from exc
             log.exception("inference failed")
             raise InferenceFailed(f"Inference failed: {type(exc).__name__}.") from exc

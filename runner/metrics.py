@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,16 +12,58 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import Enum as EnumMetric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
+from pipelines.acceleration import AccelerationReport
 from runner.schemas import HealthStatus
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
 
+class AccelerationCollector(Collector):
+    """SFAST/DEEPCACHE state, read from the pipeline whenever ``/metrics`` is scraped."""
+
+    def __init__(self, report: Callable[[], AccelerationReport | None]) -> None:
+        self.report = report
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.report() or AccelerationReport()
+        yield InfoMetricFamily(
+            "runner_acceleration",
+            "What accelerates the model: its compiler, and whether DeepCache is on.",
+            value={"compiler": r.compiler, "deepcache": str(r.deepcache).lower()},
+        )
+        yield GaugeMetricFamily(
+            "runner_compile_failed",
+            "1 when SFAST compiling failed and the model is served uncompiled.",
+            value=int(r.compile_failed),
+        )
+        yield CounterMetricFamily(
+            "runner_recompiles",
+            "Compiles after the warm-up, for request shapes it did not cover.",
+            value=r.recompiles,
+        )
+        if r.warmup_seconds is not None:
+            yield GaugeMetricFamily(
+                "runner_warmup_seconds",
+                "Seconds the warm-up (and the compiling in it) took.",
+                value=r.warmup_seconds,
+            )
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(
+        self, acceleration: Callable[[], AccelerationReport | None] = lambda: None
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        r.register(AccelerationCollector(acceleration))
         self.requests = Counter(
             "runner_requests",
             "Answered requests by route and status.",

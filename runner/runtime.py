@@ -15,6 +15,7 @@ from enum import Enum
 
 from pydantic import BaseModel
 
+from pipelines.acceleration import ACCELERATED_PIPELINES
 from pipelines.base import Pipeline
 from runner.cancellation import CancelScope, reset_scope, use_scope
 from runner.device import DeviceUnusable, configure_torch, guarded
@@ -100,10 +101,12 @@ class Runtime:
             settings.model_dir,
         )
         for flag in ("sfast", "deepcache"):
-            if getattr(settings, flag):
+            if getattr(settings, flag) and settings.pipeline not in ACCELERATED_PIPELINES:
                 log.warning(
-                    "%s=true: acceleration is not available in this release; serving uncompiled",
+                    "%s=true: it applies to %s only; ignored for %s",
                     flag.upper(),
+                    ", ".join(sorted(ACCELERATED_PIPELINES)),
+                    settings.pipeline,
                 )
         try:
             configure_torch(settings)

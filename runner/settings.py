@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.registry import default_model_id, pipeline_names
 from runner import __version__
@@ -42,8 +42,23 @@ class Settings(BaseSettings):
     version: str = Field(__version__, description="Semver reported by /version.")
     verbose_logging: bool = False
 
-    sfast: bool = False
-    deepcache: bool = False
+    sfast: bool = Field(False, description="Compile the diffusion pipeline (stable-fast).")
+    deepcache: bool = Field(False, description="Cache UNet features across denoising steps.")
+    compiler: Literal["auto", "stable-fast", "torch"] = Field(
+        "auto", description="What SFAST compiles with; auto: stable-fast where it applies."
+    )
+    torch_compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
+    compile_cache_dir: Path | None = Field(
+        None, description="Compiled kernels kept across restarts; MODEL_DIR/compile-cache."
+    )
+    warmup_sizes: Annotated[tuple[tuple[int, int], ...], NoDecode] = Field(
+        (), description="Extra WIDTHxHEIGHT sizes warmed up at start-up, comma-separated."
+    )
+    deepcache_interval: int = Field(3, ge=1, description="Full UNet passes every N steps.")
+    deepcache_branch: int = Field(0, ge=0, description="The UNet skip branch DeepCache keeps.")
+    deepcache_min_steps: int = Field(
+        10, ge=1, description="Fewer denoising steps than this run without DeepCache."
+    )
     bfloat16: bool = False
     device: Literal["auto", "cuda", "cpu"] = "auto"
     torch_threads: int = Field(default_factory=_default_torch_threads, ge=1)
@@ -109,6 +124,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a semantic version such as 0.3.1 (the worker ignores others)")
         return value
 
+    @field_validator("warmup_sizes", mode="before")
+    @classmethod
+    def _sizes(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        sizes = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            found = re.fullmatch(r"(\d+)x(\d+)", item.lower())
+            size = (int(found[1]), int(found[2])) if found else (0, 0)
+            if min(size) == 0 or size[0] % 8 or size[1] % 8:
+                raise ValueError(
+                    f"{item!r} is not WIDTHxHEIGHT with sides multiples of 8, such as 1024x576"
+                )
+            sizes.append(size)
+        return tuple(sizes)
+
     @field_validator("model_id", "safety_checker_id", "sdxl_base_id")
     @classmethod
     def _hub_id(cls, value: str) -> str:
@@ -120,6 +151,8 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> Settings:
         if not self.model_id:
             object.__setattr__(self, "model_id", default_model_id(self.pipeline))
+        if self.compile_cache_dir is None:
+            object.__setattr__(self, "compile_cache_dir", self.model_dir / "compile-cache")
         if self.image_size_min > self.image_size_max:
             raise ValueError("IMAGE_SIZE_MIN must not exceed IMAGE_SIZE_MAX")
         return self

@@ -13,7 +13,17 @@ from runner.settings import SettingsError, load_settings
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in ("PIPELINE", "MODEL_ID", "MODEL_DIR", "CAPACITY", "VERSION", "AUTH_TOKEN", "PORT"):
+    for name in (
+        "PIPELINE",
+        "MODEL_ID",
+        "MODEL_DIR",
+        "CAPACITY",
+        "VERSION",
+        "AUTH_TOKEN",
+        "PORT",
+        "WARMUP_SIZES",
+        "COMPILE_CACHE_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PIPELINE", "text-to-image")
 
@@ -40,6 +50,18 @@ def test_values_are_read_from_the_environment(monkeypatch):
     assert settings.model_id == "org/model" and settings.verbose_logging and settings.sfast
     assert settings.capacity == 4 and settings.token == "s3cret-token"
     assert "s3cret" not in repr(settings)
+
+
+def test_acceleration_settings(monkeypatch):
+    monkeypatch.setenv("MODEL_DIR", "/data/models")
+    settings = load_settings()
+    assert settings.compile_cache_dir == Path("/data/models/compile-cache")
+    assert settings.warmup_sizes == () and settings.compiler == "auto"
+    monkeypatch.setenv("WARMUP_SIZES", "1024x1024, 768X512")
+    monkeypatch.setenv("COMPILE_CACHE_DIR", "/cache")
+    settings = load_settings()
+    assert settings.warmup_sizes == ((1024, 1024), (768, 512))
+    assert settings.compile_cache_dir == Path("/cache")
 
 
 def test_an_empty_variable_means_the_default(monkeypatch):
@@ -75,6 +97,17 @@ def test_an_empty_variable_means_the_default(monkeypatch):
             "invalid setting MODEL_ID='not an id': must be a Hugging Face id of the form org/name",
         ),
         ("SFAST", "maybe", "invalid setting SFAST='maybe': Input should be a valid boolean"),
+        (
+            "WARMUP_SIZES",
+            "1024x576,1024x500",
+            "invalid setting WARMUP_SIZES='1024x576,1024x500': '1024x500' is not "
+            "WIDTHxHEIGHT with sides multiples of 8, such as 1024x576",
+        ),
+        (
+            "COMPILER",
+            "tensorrt",
+            "invalid setting COMPILER='tensorrt': Input should be 'auto', 'stable-fast' or 'torch'",
+        ),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(
