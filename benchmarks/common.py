@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -42,14 +43,18 @@ def server_timing(header: str) -> dict[str, float]:
 class Runner:
     """``ai-runner serve`` in a child process, waited on until it says IDLE."""
 
-    def __init__(self, port: int, **env: str) -> None:
+    def __init__(self, port: int, log: Path | None = None, **env: str) -> None:
+        """``log``: a file the runner's output is appended to (by default it is dropped)."""
         self.url = f"http://127.0.0.1:{port}"
+        output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child's
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runner.cli", "serve"],
             env={**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
+        if log:
+            output.close()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:

@@ -148,8 +148,8 @@ class Gate:
             )
         try:
             body = await self._read_body(receive, headers)
-            if body is None:  # the client went away before sending its body
-                return
+            if body is None:  # the client went away before sending its whole body
+                raise ClientGone()
             await self._run_until_disconnect(scope, body, receive, send)
         finally:
             runtime.executor.release()
@@ -258,8 +258,10 @@ class Gate:
     ) -> None:
         total = time.perf_counter() - started
         route = path if is_pipeline else "other"
-        if cancel is not None and cancel.stopped_by is not None:
-            self.metrics.cancellations.labels(reason=cancel.stopped_by).inc()
+        # A request whose client left is dropped whatever stage it had reached.
+        stopped_by = "disconnect" if code == CLIENT_CLOSED else cancel and cancel.stopped_by
+        if stopped_by:
+            self.metrics.cancellations.labels(reason=stopped_by).inc()
         self.metrics.requests.labels(route=route, status=str(code)).inc()
         if is_pipeline:
             self.metrics.request_seconds.labels(route=route).observe(total)

@@ -10,42 +10,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 import torch
-import uvicorn
-from conftest import free_port, serving, wait_for_status
-
-from runner.app import create_app
+from conftest import served_over_tcp, serving, wait_for_status
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 2}
 LONG = SMALL | {"num_inference_steps": 150}
-
-
-@contextmanager
-def served_over_tcp(settings) -> Iterator[tuple[str, object]]:
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health").json()["status"] == "IDLE":
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        yield url, app
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def send_and_hang_up_later(url: str, body: dict) -> socket.socket:
@@ -146,6 +118,31 @@ def test_a_client_that_disconnects_while_queued_is_dropped_from_the_queue(server
         assert watch.calls == alone.calls  # the first request's steps; the dropped one never ran
     finally:
         watch.remove()
+
+
+def test_a_client_that_hangs_up_before_sending_its_whole_body_is_counted_499_not_500(server):
+    # Found by benchmarks/bench_load.py: such requests were counted as answered 500s.
+    url, app = server
+    port = int(url.rsplit(":", 1)[1])
+    runtime = app.state.runtime
+    names = {
+        code: f'runner_requests_total{{route="/text-to-image",status="{code}"}}'
+        for code in (499, 500)
+    }
+    cancelled = 'runner_cancelled_requests_total{reason="disconnect"}'
+    before = {name: metric(url, name) for name in [*names.values(), cancelled]}
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"prompt": '
+    )
+    wait_until(lambda: runtime.executor.admitted == 1)
+    sock.close()
+    wait_until(lambda: metric(url, names[499]) == before[names[499]] + 1)
+    assert runtime.executor.admitted == 0
+    assert metric(url, names[500]) == before[names[500]]
+    assert metric(url, cancelled) == before[cancelled] + 1
+    assert httpx.post(url + "/text-to-image", json=SMALL, timeout=60).status_code == 200
 
 
 def test_a_request_past_its_deadline_is_stopped_and_answered_500(make_settings, caplog):
