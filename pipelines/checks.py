@@ -34,6 +34,14 @@ def image_side(field: str, value: int, low: int, high: int) -> None:
     multiple_of(field, value, 8)
 
 
+def min_image_side(field: str, size: tuple[int, int], minimum: int) -> None:
+    width, height = size
+    if min(width, height) < minimum:
+        raise InvalidInput(
+            f"{field} is {width}x{height} pixels; each side must be at least {minimum} pixels."
+        )
+
+
 def seed(value: int | None) -> None:
     if value is not None:
         in_range("seed", value, INT64_MIN, INT64_MAX)

@@ -19,7 +19,7 @@ from pipelines import checks
 from pipelines.base import Pipeline, Route
 from runner.cancellation import stopping_criteria
 from runner.device import ModelFiles, prepare_model
-from runner.errors import RunnerError
+from runner.errors import InvalidInput, RunnerError
 from runner.media import data_url
 
 log = logging.getLogger("pipelines.text_to_speech")
@@ -60,7 +60,9 @@ class Speech(Protocol):
     max_chars: int  # longest piece of text it speaks well in one go
     voices: frozenset[str]
 
-    def speak(self, text: str, voice: str | None) -> np.ndarray: ...
+    def speak(self, text: str, voice: str | None) -> np.ndarray:
+        """The waveform; empty when the model has nothing to say for ``text``."""
+        ...
 
 
 def split_sentences(text: str, max_chars: int) -> list[str]:
@@ -101,6 +103,8 @@ class VitsSpeech:
         import torch
 
         inputs = self.tokenizer(text, return_tensors="pt").to(self.device)
+        if not inputs["input_ids"].shape[-1]:  # no character of the text is in its vocabulary
+            return np.zeros(0, dtype=np.float32)
         with torch.inference_mode():
             return self.model(**inputs).waveform[0].float().cpu().numpy()
 
@@ -220,9 +224,11 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(0)
             for piece in split_sentences(params.text, self.speech.max_chars):
-                if parts:
-                    parts.append(pause)
-                parts.append(self.speech.speak(piece, voice).astype(np.float32))
+                spoken = self.speech.speak(piece, voice).astype(np.float32)
+                if len(spoken):
+                    parts += [pause, spoken] if parts else [spoken]
+        if not parts:
+            raise InvalidInput(f"text has no character that {self.model_id} can speak.")
         return np.concatenate(parts)
 
     def encode(self, output: np.ndarray) -> AudioResponse:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import (
@@ -77,8 +78,17 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
                 f"image is {width}x{height}; upscale takes at most {s.upscale_max_input_pixels} "
                 f"pixels (such as {side}x{side}), so that the {SCALE}x result fits in GPU memory."
             )
+        self.check_for_model(params)
+
+    def check_for_model(self, params: BaseModel) -> None:
+        """The model rounds the input's sides down to multiples of its VAE's scale factor,
+        so a smaller side would leave nothing to upscale."""
+        super().check_for_model(params)
+        if self.pipe is not None:
+            checks.min_image_side("image", params.image.size, self.pipe.vae_scale_factor)
 
     def predict(self, params: UpscaleParams) -> GeneratedImages:
+        self.check_for_model(params)
         seeds = image_seeds(params.seed, 1)
         images = self.generate(
             prompt=params.prompt,

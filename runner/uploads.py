@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,10 +18,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from runner.audio import decode_audio
-from runner.errors import PayloadTooLarge, UnsupportedMedia
+from runner.errors import PayloadTooLarge, RunnerError, UnsupportedMedia
 from runner.settings import Settings
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
+# The runner's own pixel limit (MAX_IMAGE_PIXELS, checked on the header before any pixel is
+# decoded) replaces Pillow's, which refuses large images with an error that does not say
+# their size, and would also refuse images the operator's limit allows.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @dataclass(frozen=True)
@@ -47,34 +50,37 @@ def size_limit(settings: Settings, kind: str) -> int:
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """An RGB image, upright per its EXIF orientation; GIFs give their first frame."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except (
-            UnidentifiedImageError,
-            Image.DecompressionBombError,
-            Image.DecompressionBombWarning,
-        ):
-            raise UnsupportedMedia(
-                "image could not be decoded: not a PNG, JPEG, WebP, GIF or BMP."
-            ) from None
+    """An RGB image, upright per its EXIF orientation; GIFs give their first frame.
+
+    Whatever Pillow raises on malformed bytes (its plugins raise many kinds) means the upload
+    is not a decodable image: ``UnsupportedMedia``, with Pillow's reason.
+    """
+    try:
+        return _decode_image(data, max_pixels)
+    except (RunnerError, MemoryError):
+        raise
+    except UnidentifiedImageError:
+        raise UnsupportedMedia(
+            "image could not be decoded: not a PNG, JPEG, WebP, GIF or BMP."
+        ) from None
+    except Exception as exc:
+        reason = str(exc).rstrip(".") or type(exc).__name__
+        raise UnsupportedMedia(f"image could not be decoded: {reason}.") from None
+
+
+def _decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    image = Image.open(io.BytesIO(data))  # reads the header only
     if image.format not in IMAGE_FORMATS:
         raise UnsupportedMedia(
-            f"image format {image.format} is not supported: send PNG, JPEG, WebP or GIF."
+            f"image format {image.format} is not supported: send PNG, JPEG, WebP, GIF or BMP."
         )
     width, height = image.size
     if width * height > max_pixels:
         raise PayloadTooLarge(
             f"image is {width}x{height} pixels; the limit is {max_pixels} pixels in all."
         )
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UnsupportedMedia(f"image could not be decoded: {exc}.") from None
+    image.load()
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 async def decode_upload(settings: Settings, name: str, upload: Upload, file: UploadFile) -> Any:

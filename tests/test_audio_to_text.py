@@ -108,41 +108,6 @@ def test_bad_fields_are_400_naming_the_field(client, fields, message):
     assert response.json() == {"detail": {"msg": message}}
 
 
-def video_only() -> bytes:
-    import io
-
-    import av
-
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as output:
-        video = output.add_stream("mpeg4", rate=10)
-        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
-        for _ in range(5):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-            output.mux(video.encode(frame.reformat(format="yuv420p")))
-        output.mux(video.encode(None))
-    return buffer.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("data", "status", "message"),
-    [
-        (b"", 415, "audio is empty."),
-        (
-            b"RIFF\x00\x00garbage" * 10,
-            415,
-            "audio could not be decoded: Invalid data found when processing input.",
-        ),
-        (video_only(), 415, "audio file has no audio stream."),
-    ],
-    ids=["empty", "garbage", "no-audio-stream"],
-)
-def test_undecodable_audio_is_415_and_says_why(client, data, status, message):
-    response = transcribe(client, data)
-    assert response.status_code == status
-    assert response.json() == {"detail": {"msg": message}}
-
-
 def test_limits_on_size_and_duration(make_settings):
     settings = make_settings(
         pipeline="audio-to-text",

@@ -113,14 +113,6 @@ def test_bad_prompts_are_400_naming_the_field(client, fields, message):
     assert response.json() == {"detail": {"msg": message}}
 
 
-def test_an_undecodable_image_is_400_on_this_route(client):
-    response = client.post(
-        "/segment-anything-2", files={"image": ("x.png", b"nope")}, data={"box": "[0,0,1,1]"}
-    )
-    assert response.status_code == 400
-    assert response.json()["detail"]["msg"].startswith("image could not be decoded")
-
-
 def test_an_original_sam2_id_loads_its_transformers_conversion(make_settings, tmp_path):
     """The network asks for facebook/sam2-hiera-large; transformers reads ...-hf, which ships
     weights and config only."""

@@ -51,6 +51,13 @@ def test_long_text_is_spoken_sentence_by_sentence_and_joined(client):
     assert len(long) > 10 * len(one)
 
 
+def test_pieces_with_nothing_to_speak_are_skipped(client):
+    speakable = " ".join(["Hello world."] * 30)  # one piece of at most 400 characters
+    alone, _ = decode(speak(client, text=speakable))
+    with_digits, _ = decode(speak(client, text=speakable + " 1234" * 90))
+    assert np.array_equal(with_digits, alone)
+
+
 def test_splitting_keeps_pieces_short_and_cuts_after_sentences():
     text = "First sentence. Second one! " + "word " * 100
     pieces = split_sentences(text, 60)
@@ -74,6 +81,10 @@ def test_a_description_the_model_cannot_use_is_ignored_and_logged_once(client, c
         ({}, "text must not be empty."),
         ({"text": "   "}, "text must not be empty."),
         ({"text": "x" * 2001}, "text must be at most 2000 characters, got 2001."),
+        # Found by schemathesis (tests/test_fuzz.py): text with no character in the model's
+        # vocabulary gave the model no input, and a 500.
+        ({"text": "123"}, "text has no character that tiny-random/mms-tts-eng can speak."),
+        ({"text": "\u008a"}, "text has no character that tiny-random/mms-tts-eng can speak."),
     ],
 )
 def test_bad_text_is_400(client, fields, message):
