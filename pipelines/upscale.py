@@ -95,6 +95,5 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
             image=params.image,
             num_inference_steps=params.num_inference_steps,
             generator=generators(self.device, seeds),
-            **self.step_hooks(),
         ).images
         return GeneratedImages(images, seeds, self.nsfw_flags(images, params.safety_check))
