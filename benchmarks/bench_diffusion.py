@@ -14,15 +14,20 @@ the CPU or a GPU, whichever torch finds. Prints a Markdown table for the README.
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Runner, measure_over_http, median_ms, timed  # noqa: E402
+from common import (  # noqa: E402
+    Runner,
+    arguments,
+    measure_over_http,
+    median_ms,
+    timed,
+    tiny_models,
+)
 
 from runner.settings import Settings
 from runner.tiny_models import (
@@ -33,7 +38,6 @@ from runner.tiny_models import (
     TINY_SDXL,
     TINY_SDXL_LIGHTNING,
     TINY_UPSCALER,
-    build,
 )
 
 
@@ -102,13 +106,8 @@ def bare_call(case: Case, settings: Settings, upload: bytes | None):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=5)
+    parser = arguments(__doc__, runs=5, port=8931)
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per request")
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--port", type=int, default=8931)
     args = parser.parse_args()
 
     from runner.logs import configure_logging, quiet_progress_bars
@@ -117,12 +116,11 @@ def main() -> None:
     quiet_progress_bars()
     import torch
 
-    model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
-    needed = [TINY_SD, TINY_SDXL, TINY_SDXL_LIGHTNING, TINY_SD3, TINY_FLUX_SCHNELL, TINY_UPSCALER]
-    needed.append(TINY_SAFETY_CHECKER)
-    missing = [m for m in needed if not (model_dir / ("models--" + m.replace("/", "--"))).exists()]
-    if missing:
-        build(model_dir, only=missing)
+    model_dir = tiny_models(
+        args.model_dir,
+        [TINY_SD, TINY_SDXL, TINY_SDXL_LIGHTNING, TINY_SD3, TINY_FLUX_SCHNELL, TINY_UPSCALER]
+        + [TINY_SAFETY_CHECKER],
+    )
     common_env = {
         "MODEL_DIR": str(model_dir),
         "SAFETY_CHECKER_ID": TINY_SAFETY_CHECKER,

@@ -15,10 +15,8 @@ the CPU or a GPU, whichever torch finds. Runs are interleaved so drift hits both
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,23 +24,26 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Runner, median_ms, percentile, server_timing, timed  # noqa: E402
+from common import (  # noqa: E402
+    Runner,
+    arguments,
+    median_ms,
+    percentile,
+    server_timing,
+    timed,
+    tiny_models,
+)
 
 from runner.media import png_bytes
 from runner.settings import Settings
-from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, build
+from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD
 
 WIDTH, HEIGHT = 1024, 576
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=7)
+    parser = arguments(__doc__, runs=7, port=8911)
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per request")
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--port", type=int, default=8911)
     args = parser.parse_args()
 
     from runner.logs import configure_logging, quiet_progress_bars
@@ -54,9 +55,7 @@ def main() -> None:
     from pipelines.diffusion import SafetyChecker
     from pipelines.text_to_image import TextToImage, TextToImageParams
 
-    model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
-    if not (model_dir / "models--tiny-random--stable-diffusion-v1-5").exists():
-        build(model_dir, only=[TINY_SD, TINY_SAFETY_CHECKER])
+    model_dir = tiny_models(args.model_dir, [TINY_SD, TINY_SAFETY_CHECKER])
     settings = Settings(
         pipeline="text-to-image",
         model_id=TINY_SD,

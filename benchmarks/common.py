@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,3 +86,25 @@ def measure_over_http(url: str, path: str, request: dict, runs: int) -> tuple[fl
             response.raise_for_status()
             model.append(server_timing(response.headers["server-timing"])["inference"])
     return median_ms(e2e), median_ms(model)
+
+
+def arguments(doc: str, runs: int, port: int) -> argparse.ArgumentParser:
+    """The options every benchmark takes: repetitions, a models folder, the first port."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument(
+        "--model-dir", type=Path, help="tiny models built here (a temporary folder)"
+    )
+    parser.add_argument("--port", type=int, default=port)
+    return parser
+
+
+def tiny_models(model_dir: Path | None, ids: list[str]) -> Path:
+    """A folder holding the tiny models ``ids``, building those it lacks."""
+    from runner.tiny_models import build
+
+    folder = model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
+    missing = [i for i in ids if not (folder / ("models--" + i.replace("/", "--"))).exists()]
+    if missing:
+        build(folder, only=missing)
+    return folder
