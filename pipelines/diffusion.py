@@ -18,7 +18,7 @@ from pipelines.diffusion_families import Family, family_of
 from runner.device import prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
-from runner.media import png_data_url
+from runner.media import png_data_urls
 from runner.schemas import ImageResponse, Media
 from runner.settings import Settings
 
@@ -39,8 +39,10 @@ class GeneratedImages:
     def to_response(self) -> ImageResponse:
         return ImageResponse(
             images=[
-                Media(url=png_data_url(image), seed=seed, nsfw=flag)
-                for image, seed, flag in zip(self.images, self.seeds, self.nsfw, strict=True)
+                Media(url=url, seed=seed, nsfw=flag)
+                for url, seed, flag in zip(
+                    png_data_urls(self.images), self.seeds, self.nsfw, strict=True
+                )
             ]
         )
 

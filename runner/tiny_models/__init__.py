@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from runner.logs import quiet_progress_bars
-from runner.tiny_models import diffusion, speech, vision
+from runner.tiny_models import diffusion, speech, video, vision
 from runner.tiny_models.hub_layout import snapshot_folder
 
 log = logging.getLogger("runner.tiny_models")
@@ -32,6 +32,7 @@ TINY_SDXL = "tiny-random/stable-diffusion-xl"
 TINY_SDXL_TURBO = "tiny-random/sdxl-turbo"
 TINY_UPSCALER = "tiny-random/stable-diffusion-x4-upscaler"
 TINY_PIX2PIX = "tiny-random/instruct-pix2pix"
+TINY_SVD = "tiny-random/stable-video-diffusion-img2vid-xt"
 TINY_SAFETY_CHECKER = "tiny-random/safety-checker"
 TINY_SAFETY_CHECKER_STRICT = "tiny-random/safety-checker-flags-everything"
 TINY_BLIP = "tiny-random/blip-image-captioning"
@@ -46,6 +47,7 @@ RECIPES: dict[str, Recipe] = {
     TINY_SDXL_TURBO: Recipe(diffusion.build_sdxl, "SDXL under a Turbo id (few-step defaults)"),
     TINY_PIX2PIX: Recipe(diffusion.build_instruct_pix2pix, "InstructPix2Pix (image-to-image)"),
     TINY_UPSCALER: Recipe(diffusion.build_x4_upscaler, "Stable Diffusion x4 upscaler (upscale)"),
+    TINY_SVD: Recipe(video.build_svd, "Stable Video Diffusion img2vid-xt (image-to-video)"),
     TINY_SAFETY_CHECKER: Recipe(diffusion.build_safety_checker, "safety checker"),
     TINY_SAFETY_CHECKER_STRICT: Recipe(
         partial(diffusion.build_safety_checker, flag_everything=True),
