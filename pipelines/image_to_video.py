@@ -158,10 +158,12 @@ class ImageToVideo(DiffusionPipeline[ImageToVideoParams]):
 
     def decode_chunk(self, width: int, height: int) -> int:
         per_frame = frame_bytes(width, height, self.placement.dtype.itemsize)
-        available = available_cuda_memory(self.device) if self.device == "cuda" else None
+        available = None
+        if self.device == "cuda":  # inferences running at once share what is free
+            available = available_cuda_memory(self.device) // self.settings.capacity
         chunk = decode_chunk_size(self.num_frames, per_frame, available)
         memory = (
-            f"{available / GiB:.1f} GiB free, about {per_frame / GiB:.2f} GiB a frame"
+            f"{available / GiB:.1f} GiB free for it, about {per_frame / GiB:.2f} GiB a frame"
             if available is not None
             else self.device
         )

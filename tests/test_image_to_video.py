@@ -51,6 +51,24 @@ def num_frames(model_dir) -> int:
     return json.loads(config.read_text())["num_frames"]
 
 
+def test_the_tiny_model_is_laid_out_as_svd_xt(model_dir):
+    snapshot = locate_model(model_dir, TINY_SVD)
+    index = json.loads((snapshot / "model_index.json").read_text())
+    assert index["_class_name"] == "StableVideoDiffusionPipeline"
+    assert {name: spec[1] for name, spec in index.items() if not name.startswith("_")} == {
+        "unet": "UNetSpatioTemporalConditionModel",
+        "vae": "AutoencoderKLTemporalDecoder",
+        "image_encoder": "CLIPVisionModelWithProjection",
+        "feature_extractor": "CLIPImageProcessor",
+        "scheduler": "EulerDiscreteScheduler",
+    }
+    scheduler = json.loads((snapshot / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["use_karras_sigmas"] is True
+    assert scheduler["prediction_type"] == "v_prediction"
+    assert scheduler["timestep_type"] == "continuous"
+    assert (scheduler["sigma_min"], scheduler["sigma_max"]) == (0.002, 700.0)
+
+
 def test_one_video_of_the_models_frame_count_at_the_requested_size(client, num_frames):
     frames = video(client, seed="5")
     assert len(frames) == num_frames > 1
