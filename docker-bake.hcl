@@ -29,7 +29,7 @@ variable "TORCHVISION_VERSION" {
 
 # Which pipelines each group's image serves (the group column of pipelines/registry.py).
 variable "DIFFUSION_PIPELINES" {
-  default = ["text-to-image", "image-to-image", "upscale"]
+  default = ["text-to-image", "image-to-image", "image-to-video", "upscale"]
 }
 
 variable "VISION_PIPELINES" {
@@ -105,6 +105,10 @@ group "text-to-image" {
 }
 
 group "image-to-image" {
+  targets = ["diffusion"]
+}
+
+group "image-to-video" {
   targets = ["diffusion"]
 }
 

@@ -1,4 +1,5 @@
-"""audio-to-text, image-to-text, segment-anything-2 and text-to-speech, measured in one run.
+"""audio-to-text, image-to-text, image-to-video, segment-anything-2 and text-to-speech,
+measured in one run.
 
 Prints Markdown tables (paste them into the README):
 
@@ -10,8 +11,10 @@ Prints Markdown tables (paste them into the README):
    ``Server-Timing`` (the bare call with the same inputs is shown beside it).
 
 Runs on the tiny models (built into a temporary folder unless ``--model-dir`` has them).
+``--pipelines`` measures only those named.
 
     python benchmarks/bench_pipelines.py --runs 5
+    python benchmarks/bench_pipelines.py --pipelines image-to-video
 """
 
 from __future__ import annotations
@@ -32,10 +35,14 @@ from runner.settings import Settings  # noqa: E402
 from runner.tiny_models import (  # noqa: E402
     TINY_BLIP,
     TINY_MMS_TTS,
+    TINY_SAFETY_CHECKER,
     TINY_SAM2,
+    TINY_SVD,
     TINY_WHISPER,
     build,
 )
+
+VIDEO_SIZE = 256  # the tiny SVD's frames, square; its temporal VAE is slow on a CPU
 
 
 def encode(samples: np.ndarray, rate: int, container: str, codec: str) -> bytes:
@@ -82,6 +89,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--port", type=int, default=8912)
+    parser.add_argument("--pipelines", nargs="+", metavar="PIPELINE", help="only these")
     args = parser.parse_args()
 
     from runner.logs import configure_logging, quiet_progress_bars
@@ -92,23 +100,25 @@ def main() -> None:
     from PIL import Image
 
     model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
-    models = [TINY_WHISPER, TINY_BLIP, TINY_SAM2, TINY_MMS_TTS]
+    models = [TINY_WHISPER, TINY_BLIP, TINY_SAM2, TINY_MMS_TTS, TINY_SVD, TINY_SAFETY_CHECKER]
     missing = [m for m in models if not (model_dir / ("models--" + m.replace("/", "--"))).exists()]
     if missing:
         build(model_dir, only=missing)
     torch.set_num_threads(Settings(pipeline="text-to-image").torch_threads)
 
-    print("### audio decoding, a 10-minute file\n")
-    print("| codec | file MB | decode s | audio s per s |\n|---|---:|---:|---:|")
-    ten_minutes = speech_like(600, 44_100)
-    for name, container, codec in (
-        ("wav (PCM)", "wav", "pcm_s16le"),
-        ("flac", "flac", "flac"),
-        ("mp3", "mp3", "libmp3lame"),
-    ):
-        data = encode(ten_minutes, 44_100, container, codec)
-        seconds = min(timed(lambda data=data: decode_audio(data, 3600), 2))
-        print(f"| {name} | {len(data) / 1e6:.1f} | {seconds:.2f} | {600 / seconds:,.0f} |")
+    wanted = set(args.pipelines or [])
+    if not wanted or "audio-to-text" in wanted:
+        print("### audio decoding, a 10-minute file\n")
+        print("| codec | file MB | decode s | audio s per s |\n|---|---:|---:|---:|")
+        ten_minutes = speech_like(600, 44_100)
+        for name, container, codec in (
+            ("wav (PCM)", "wav", "pcm_s16le"),
+            ("flac", "flac", "flac"),
+            ("mp3", "mp3", "libmp3lame"),
+        ):
+            data = encode(ten_minutes, 44_100, container, codec)
+            seconds = min(timed(lambda data=data: decode_audio(data, 3600), 2))
+            print(f"| {name} | {len(data) / 1e6:.1f} | {seconds:.2f} | {600 / seconds:,.0f} |")
 
     clip_seconds = 60
     clip = encode(speech_like(clip_seconds, 16_000), 16_000, "flac", "flac")
@@ -131,11 +141,33 @@ def main() -> None:
             },
         ),
         "text-to-speech": (TINY_MMS_TTS, {"json": {"text": "Hello from the Livepeer network."}}),
+        "image-to-video": (
+            TINY_SVD,
+            {
+                "files": {"image": ("i.png", image)},
+                "data": {
+                    "width": VIDEO_SIZE,
+                    "height": VIDEO_SIZE,
+                    "num_inference_steps": 2,
+                    "seed": 1,
+                },
+            },
+        ),
     }
-    bare = bare_calls(model_dir, clip, Image.open(io.BytesIO(image)).convert("RGB"))
+    unknown = wanted - set(cases)
+    if unknown:
+        raise SystemExit(f"unknown pipelines {sorted(unknown)}; known: {', '.join(cases)}")
+    cases = {name: case for name, case in cases.items() if not wanted or name in wanted}
+    bare = bare_calls(model_dir, clip, Image.open(io.BytesIO(image)).convert("RGB"), set(cases))
     rows = []
     for port, (pipeline, (model_id, request)) in enumerate(cases.items(), start=args.port):
-        runner = Runner(port, PIPELINE=pipeline, MODEL_ID=model_id, MODEL_DIR=str(model_dir))
+        runner = Runner(
+            port,
+            PIPELINE=pipeline,
+            MODEL_ID=model_id,
+            MODEL_DIR=str(model_dir),
+            SAFETY_CHECKER_ID=TINY_SAFETY_CHECKER,
+        )
         try:
             e2e_ms, model_ms = measure_over_http(runner.url, f"/{pipeline}", request, args.runs)
         finally:
@@ -143,10 +175,13 @@ def main() -> None:
         bare_ms = median_ms(timed(bare[pipeline], args.runs))
         rows.append((pipeline, bare_ms, e2e_ms, model_ms))
 
-    print(f"\n### audio-to-text real-time factor, {clip_seconds} s of audio (lower is faster)\n")
-    print("| | seconds | real-time factor |\n|---|---:|---:|")
     for pipeline, bare_ms, e2e_ms, _ in rows:
         if pipeline == "audio-to-text":
+            print(
+                f"\n### audio-to-text real-time factor, {clip_seconds} s of audio "
+                "(lower is faster)\n"
+            )
+            print("| | seconds | real-time factor |\n|---|---:|---:|")
             for label, ms in (
                 ("bare transformers pipeline", bare_ms),
                 ("runner over HTTP", e2e_ms),
@@ -163,68 +198,108 @@ def main() -> None:
         )
 
 
-def bare_calls(model_dir: Path, clip: bytes, image) -> dict:
+def bare_calls(model_dir: Path, clip: bytes, image, wanted: set[str]) -> dict:
     """Each pipeline's model called directly, with the inputs the runner gets."""
+    calls = {
+        "audio-to-text": _bare_asr,
+        "image-to-text": _bare_caption,
+        "segment-anything-2": _bare_segment,
+        "text-to-speech": _bare_speech,
+        "image-to-video": _bare_video,
+    }
+    return {name: calls[name](model_dir, clip, image) for name in wanted}
+
+
+def _bare_video(model_dir: Path, clip: bytes, image):
+    """SVD on the image at the video's size, without the safety check or encoding."""
     import torch
-    from transformers import (
-        BlipForConditionalGeneration,
-        BlipProcessor,
-        Sam2Model,
-        Sam2Processor,
-        VitsModel,
-        VitsTokenizer,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-        pipeline,
+    from diffusers import StableVideoDiffusionPipeline
+
+    pipe = StableVideoDiffusionPipeline.from_pretrained(
+        TINY_SVD, cache_dir=model_dir, local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    resized = image.resize((VIDEO_SIZE, VIDEO_SIZE))
+    return lambda: (
+        pipe(
+            image=resized,
+            width=VIDEO_SIZE,
+            height=VIDEO_SIZE,
+            num_inference_steps=2,
+            decode_chunk_size=4,
+            generator=torch.Generator().manual_seed(1),
+        ).frames
     )
 
-    source = {"cache_dir": model_dir, "local_files_only": True}
+
+SOURCE = {"local_files_only": True}
+
+
+def _bare_asr(model_dir: Path, clip: bytes, image):
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
+
     audio = decode_audio(clip, 3600).samples
-    whisper_processor = WhisperProcessor.from_pretrained(TINY_WHISPER, **source)
+    processor = WhisperProcessor.from_pretrained(TINY_WHISPER, cache_dir=model_dir, **SOURCE)
     asr = pipeline(
         "automatic-speech-recognition",
         model=WhisperForConditionalGeneration.from_pretrained(
-            TINY_WHISPER, attn_implementation="eager", **source
+            TINY_WHISPER, attn_implementation="eager", cache_dir=model_dir, **SOURCE
         ),
-        tokenizer=whisper_processor.tokenizer,
-        feature_extractor=whisper_processor.feature_extractor,
+        tokenizer=processor.tokenizer,
+        feature_extractor=processor.feature_extractor,
         chunk_length_s=30,
         batch_size=2,
     )
-    blip = BlipForConditionalGeneration.from_pretrained(TINY_BLIP, **source)
-    blip_processor = BlipProcessor.from_pretrained(TINY_BLIP, **source)
-    sam = Sam2Model.from_pretrained(TINY_SAM2, **source)
-    sam_processor = Sam2Processor.from_pretrained(TINY_SAM2, **source)
-    vits = VitsModel.from_pretrained(TINY_MMS_TTS, **source)
-    vits_tokenizer = VitsTokenizer.from_pretrained(TINY_MMS_TTS, **source)
+    return lambda: asr(
+        {"raw": audio, "sampling_rate": 16_000},
+        return_timestamps=True,
+        generate_kwargs={"task": "transcribe"},
+    )
+
+
+def _bare_caption(model_dir: Path, clip: bytes, image):
+    import torch
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    blip = BlipForConditionalGeneration.from_pretrained(TINY_BLIP, cache_dir=model_dir, **SOURCE)
+    processor = BlipProcessor.from_pretrained(TINY_BLIP, cache_dir=model_dir, **SOURCE)
 
     def caption():
         with torch.inference_mode():
-            return blip.generate(
-                **blip_processor(images=image, return_tensors="pt"), max_new_tokens=64
-            )
+            return blip.generate(**processor(images=image, return_tensors="pt"), max_new_tokens=64)
+
+    return caption
+
+
+def _bare_segment(model_dir: Path, clip: bytes, image):
+    import torch
+    from transformers import Sam2Model, Sam2Processor
+
+    sam = Sam2Model.from_pretrained(TINY_SAM2, cache_dir=model_dir, **SOURCE)
+    processor = Sam2Processor.from_pretrained(TINY_SAM2, cache_dir=model_dir, **SOURCE)
 
     def segment():
-        inputs = sam_processor(
+        inputs = processor(
             images=image, input_points=[[[[320, 240]]]], input_labels=[[[1]]], return_tensors="pt"
         )
         with torch.inference_mode():
             return sam(**inputs)
 
+    return segment
+
+
+def _bare_speech(model_dir: Path, clip: bytes, image):
+    import torch
+    from transformers import VitsModel, VitsTokenizer
+
+    vits = VitsModel.from_pretrained(TINY_MMS_TTS, cache_dir=model_dir, **SOURCE)
+    tokenizer = VitsTokenizer.from_pretrained(TINY_MMS_TTS, cache_dir=model_dir, **SOURCE)
+
     def speak():
         with torch.inference_mode():
-            return vits(**vits_tokenizer("Hello from the Livepeer network.", return_tensors="pt"))
+            return vits(**tokenizer("Hello from the Livepeer network.", return_tensors="pt"))
 
-    return {
-        "audio-to-text": lambda: asr(
-            {"raw": audio, "sampling_rate": 16_000},
-            return_timestamps=True,
-            generate_kwargs={"task": "transcribe"},
-        ),
-        "image-to-text": caption,
-        "segment-anything-2": segment,
-        "text-to-speech": speak,
-    }
+    return speak
 
 
 if __name__ == "__main__":

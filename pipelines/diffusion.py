@@ -28,7 +28,7 @@ from runner.cancellation import diffusers_step_end
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
-from runner.media import png_data_url
+from runner.media import png_data_urls
 from runner.schemas import ImageResponse, Media
 from runner.settings import Settings
 
@@ -49,8 +49,10 @@ class GeneratedImages:
     def to_response(self) -> ImageResponse:
         return ImageResponse(
             images=[
-                Media(url=png_data_url(image), seed=seed, nsfw=flag)
-                for image, seed, flag in zip(self.images, self.seeds, self.nsfw, strict=True)
+                Media(url=url, seed=seed, nsfw=flag)
+                for url, seed, flag in zip(
+                    png_data_urls(self.images), self.seeds, self.nsfw, strict=True
+                )
             ]
         )
 

@@ -40,6 +40,7 @@ ARCHITECTURES: dict[str, Family] = {
     ),
     "StableDiffusionInstructPix2PixPipeline": Family("InstructPix2Pix"),
     "StableDiffusionUpscalePipeline": Family("Stable Diffusion x4 upscaler"),
+    "StableVideoDiffusionPipeline": Family("Stable Video Diffusion"),
 }
 
 

@@ -74,7 +74,8 @@ def num_images_per_prompt() -> Any:
 def check_shared(settings: Settings, params: BaseModel) -> None:
     """Check the shared fields that ``params`` has, naming each in its message."""
     fields = type(params).model_fields
-    checks.non_empty("prompt", params.prompt)
+    if "prompt" in fields:
+        checks.non_empty("prompt", params.prompt)
     checks.in_range(
         "num_inference_steps", params.num_inference_steps, 1, settings.max_inference_steps
     )

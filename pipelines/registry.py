@@ -41,6 +41,11 @@ REGISTRY: dict[str, Entry] = {
     "image-to-text": Entry(
         "pipelines.image_to_text:ImageToText", "Salesforce/blip-image-captioning-large", "vision"
     ),
+    "image-to-video": Entry(
+        "pipelines.image_to_video:ImageToVideo",
+        "stabilityai/stable-video-diffusion-img2vid-xt-1-1",
+        "diffusion",
+    ),
 }
 
 

@@ -54,6 +54,12 @@ class ImageResponse(BaseModel):
     images: list[Media] = Field(description="The generated images.")
 
 
+class VideoResponse(BaseModel):
+    """Response model for video generation."""
+
+    frames: list[list[Media]] = Field(description="The generated video frames.")
+
+
 class HealthStatus(StrEnum):
     LOADING = "LOADING"
     OK = "OK"

@@ -35,6 +35,14 @@ CASES = {
         {"data": DIFFUSION, "files": {"image": ("i.png", png())}},
         lambda p: p.pipe.unet,
     ),
+    "image-to-video": (
+        tiny.TINY_SVD,
+        {
+            "data": {"width": "64", "height": "64", "num_inference_steps": "2"},
+            "files": {"image": ("i.png", png())},
+        },
+        lambda p: p.pipe.unet,
+    ),
     "upscale": (
         tiny.TINY_UPSCALER,
         {"data": DIFFUSION, "files": {"image": ("i.png", png())}},

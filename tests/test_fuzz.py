@@ -46,6 +46,7 @@ from runner.tiny_models import (
     TINY_MMS_TTS,
     TINY_SAM2,
     TINY_SD,
+    TINY_SVD,
     TINY_UPSCALER,
     TINY_WHISPER,
 )
@@ -53,6 +54,7 @@ from runner.tiny_models import (
 TINY = {
     "text-to-image": TINY_SD,
     "image-to-image": TINY_SD,
+    "image-to-video": TINY_SVD,
     "upscale": TINY_UPSCALER,
     "image-to-text": TINY_BLIP,
     "audio-to-text": TINY_WHISPER,
@@ -72,7 +74,11 @@ LIMITS = {
     "max_image_pixels": 1_000_000,
 }
 SCALE = int(os.environ.get("FUZZ_EXAMPLES_SCALE", "1"))
-EXAMPLES = {"segment-anything-2": 16, "audio-to-text": 8}  # the slow ones; others DEFAULT
+EXAMPLES = {
+    "segment-anything-2": 16,
+    "audio-to-text": 8,
+    "image-to-video": 12,
+}  # the slow ones; others DEFAULT
 DEFAULT_EXAMPLES = 40
 NEGATIVE_EXAMPLES = 25
 CALL_TIMEOUT = 60  # seconds; an answer later than this is a hang
@@ -104,6 +110,12 @@ def wav(rate: int = 16_000, seconds: float = 0.5) -> bytes:
 VALID = {
     "text-to-image": {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 1},
     "image-to-image": {"prompt": "a cat", "image": image((64, 64)), "num_inference_steps": 2},
+    "image-to-video": {
+        "image": image((64, 64)),
+        "width": 64,
+        "height": 64,
+        "num_inference_steps": 1,
+    },
     "upscale": {"prompt": "a cat", "image": image((16, 16)), "num_inference_steps": 1},
     "image-to-text": {"image": image((16, 16))},
     "segment-anything-2": {
@@ -401,6 +413,7 @@ BAD_AUDIO: list[tuple[str, Callable[[], bytes], int, str]] = [
 # reference entry declares beyond 400.
 UPLOAD_ROUTES = {
     "image-to-image": ("image", {"prompt": "a cat"}, set()),
+    "image-to-video": ("image", {"width": "64", "height": "64"}, set()),
     "upscale": ("image", {"prompt": "a cat"}, set()),
     "image-to-text": ("image", {}, {413}),
     "segment-anything-2": ("image", {"point_coords": "[[1, 1]]", "point_labels": "[1]"}, set()),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner.media import png_bytes, png_data_url
+from runner.media import png_bytes, png_data_url, png_data_urls
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
@@ -43,3 +43,10 @@ def test_png_data_url_round_trips():
     assert url.startswith("data:image/png;base64,")
     decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert decoded.getpixel((5, 5)) == (10, 200, 30)
+
+
+def test_several_images_are_encoded_in_order():
+    images = [Image.new("RGB", (16 + i, 8), (i * 20, 0, 0)) for i in range(12)]
+    urls = png_data_urls(images)
+    assert urls == [png_data_url(image) for image in images]
+    assert png_data_urls(images[:1]) == urls[:1] and png_data_urls([]) == []

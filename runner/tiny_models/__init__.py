@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from runner.logs import quiet_progress_bars
-from runner.tiny_models import diffusion, flow_matching, lora, speech, vision
+from runner.tiny_models import diffusion, flow_matching, lora, speech, video, vision
 from runner.tiny_models.hub_layout import snapshot_folder
 
 log = logging.getLogger("runner.tiny_models")
@@ -37,6 +37,7 @@ TINY_UPSCALER = "tiny-random/stable-diffusion-x4-upscaler"
 TINY_PIX2PIX = "tiny-random/instruct-pix2pix"
 TINY_SD_LORA = "tiny-random/sd15-lora"
 TINY_SDXL_LORA = "tiny-random/sdxl-lora"
+TINY_SVD = "tiny-random/stable-video-diffusion-img2vid-xt"
 TINY_SAFETY_CHECKER = "tiny-random/safety-checker"
 TINY_SAFETY_CHECKER_STRICT = "tiny-random/safety-checker-flags-everything"
 TINY_BLIP = "tiny-random/blip-image-captioning"
@@ -58,6 +59,7 @@ RECIPES: dict[str, Recipe] = {
     TINY_SD_LORA: Recipe(partial(lora.build_lora, family="sd15"), "LoRA for the tiny SD 1.x UNet"),
     TINY_SDXL_LORA: Recipe(partial(lora.build_lora, family="sdxl"), "LoRA for the tiny SDXL UNet"),
     TINY_UPSCALER: Recipe(diffusion.build_x4_upscaler, "Stable Diffusion x4 upscaler (upscale)"),
+    TINY_SVD: Recipe(video.build_svd, "Stable Video Diffusion img2vid-xt (image-to-video)"),
     TINY_SAFETY_CHECKER: Recipe(diffusion.build_safety_checker, "safety checker"),
     TINY_SAFETY_CHECKER_STRICT: Recipe(
         partial(diffusion.build_safety_checker, flag_everything=True),
