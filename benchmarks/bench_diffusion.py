@@ -37,6 +37,7 @@ from runner.tiny_models import (
     TINY_SD3,
     TINY_SDXL,
     TINY_SDXL_LIGHTNING,
+    TINY_SVD,
     TINY_UPSCALER,
 )
 
@@ -67,6 +68,9 @@ def cases(steps: int) -> list[Case]:
             "num_inference_steps": steps, "strength": 0.5}, image=(1024, 576)),
         Case("upscale, x4 upscaler", "upscale", TINY_UPSCALER, prompt | {
             "num_inference_steps": steps}, image=(128, 72)),
+        Case("image-to-video, SVD (4 frames of 256x256)", "image-to-video", TINY_SVD, {
+            "width": 256, "height": 256, "num_inference_steps": 2, "seed": 1},
+             image=(512, 288), bare={"decode_chunk_size": 4}),
     ]  # fmt: skip
 
 
@@ -100,7 +104,7 @@ def bare_call(case: Case, settings: Settings, upload: bytes | None):
 
     def call():
         generator = torch.Generator(device=device).manual_seed(1)
-        return pipe(**kwargs, generator=generator).images
+        return pipe(**kwargs, generator=generator)
 
     return call
 
@@ -108,6 +112,7 @@ def bare_call(case: Case, settings: Settings, upload: bytes | None):
 def main() -> None:
     parser = arguments(__doc__, runs=5, port=8931)
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per request")
+    parser.add_argument("--only", nargs="+", metavar="LABEL_START", help="only these cases")
     args = parser.parse_args()
 
     from runner.logs import configure_logging, quiet_progress_bars
@@ -119,7 +124,7 @@ def main() -> None:
     model_dir = tiny_models(
         args.model_dir,
         [TINY_SD, TINY_SDXL, TINY_SDXL_LIGHTNING, TINY_SD3, TINY_FLUX_SCHNELL, TINY_UPSCALER]
-        + [TINY_SAFETY_CHECKER],
+        + [TINY_SVD, TINY_SAFETY_CHECKER],
     )
     common_env = {
         "MODEL_DIR": str(model_dir),
@@ -128,7 +133,12 @@ def main() -> None:
     }
 
     rows = []
-    for port, case in enumerate(cases(args.steps), start=args.port):
+    chosen = [
+        case
+        for case in cases(args.steps)
+        if not args.only or any(case.label.startswith(start) for start in args.only)
+    ]
+    for port, case in enumerate(chosen, start=args.port):
         upload = png(case.image) if case.image else None
         request = (
             {"json": case.fields}

@@ -1,5 +1,5 @@
-"""audio-to-text, image-to-text, image-to-video, segment-anything-2 and text-to-speech,
-measured in one run.
+"""audio-to-text, image-to-text, segment-anything-2 and text-to-speech, measured in one run
+(the diffusion pipelines are in ``bench_diffusion.py``).
 
 Prints Markdown tables (paste them into the README):
 
@@ -14,21 +14,26 @@ Runs on the tiny models (built into a temporary folder unless ``--model-dir`` ha
 ``--pipelines`` measures only those named.
 
     python benchmarks/bench_pipelines.py --runs 5
-    python benchmarks/bench_pipelines.py --pipelines image-to-video
+    python benchmarks/bench_pipelines.py --pipelines image-to-text
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Runner, measure_over_http, median_ms, timed  # noqa: E402
+from common import (  # noqa: E402
+    Runner,
+    arguments,
+    measure_over_http,
+    median_ms,
+    timed,
+    tiny_models,
+)
 
 from runner.audio import decode_audio  # noqa: E402
 from runner.settings import Settings  # noqa: E402
@@ -37,12 +42,8 @@ from runner.tiny_models import (  # noqa: E402
     TINY_MMS_TTS,
     TINY_SAFETY_CHECKER,
     TINY_SAM2,
-    TINY_SVD,
     TINY_WHISPER,
-    build,
 )
-
-VIDEO_SIZE = 256  # the tiny SVD's frames, square; its temporal VAE is slow on a CPU
 
 
 def encode(samples: np.ndarray, rate: int, container: str, codec: str) -> bytes:
@@ -83,12 +84,7 @@ def png(size: tuple[int, int]) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--port", type=int, default=8912)
+    parser = arguments(__doc__, runs=5, port=8912)
     parser.add_argument("--pipelines", nargs="+", metavar="PIPELINE", help="only these")
     args = parser.parse_args()
 
@@ -99,11 +95,9 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
-    models = [TINY_WHISPER, TINY_BLIP, TINY_SAM2, TINY_MMS_TTS, TINY_SVD, TINY_SAFETY_CHECKER]
-    missing = [m for m in models if not (model_dir / ("models--" + m.replace("/", "--"))).exists()]
-    if missing:
-        build(model_dir, only=missing)
+    model_dir = tiny_models(
+        args.model_dir, [TINY_WHISPER, TINY_BLIP, TINY_SAM2, TINY_MMS_TTS, TINY_SAFETY_CHECKER]
+    )
     torch.set_num_threads(Settings(pipeline="text-to-image").torch_threads)
 
     wanted = set(args.pipelines or [])
@@ -141,18 +135,6 @@ def main() -> None:
             },
         ),
         "text-to-speech": (TINY_MMS_TTS, {"json": {"text": "Hello from the Livepeer network."}}),
-        "image-to-video": (
-            TINY_SVD,
-            {
-                "files": {"image": ("i.png", image)},
-                "data": {
-                    "width": VIDEO_SIZE,
-                    "height": VIDEO_SIZE,
-                    "num_inference_steps": 2,
-                    "seed": 1,
-                },
-            },
-        ),
     }
     unknown = wanted - set(cases)
     if unknown:
@@ -205,31 +187,8 @@ def bare_calls(model_dir: Path, clip: bytes, image, wanted: set[str]) -> dict:
         "image-to-text": _bare_caption,
         "segment-anything-2": _bare_segment,
         "text-to-speech": _bare_speech,
-        "image-to-video": _bare_video,
     }
     return {name: calls[name](model_dir, clip, image) for name in wanted}
-
-
-def _bare_video(model_dir: Path, clip: bytes, image):
-    """SVD on the image at the video's size, without the safety check or encoding."""
-    import torch
-    from diffusers import StableVideoDiffusionPipeline
-
-    pipe = StableVideoDiffusionPipeline.from_pretrained(
-        TINY_SVD, cache_dir=model_dir, local_files_only=True
-    )
-    pipe.set_progress_bar_config(disable=True)
-    resized = image.resize((VIDEO_SIZE, VIDEO_SIZE))
-    return lambda: (
-        pipe(
-            image=resized,
-            width=VIDEO_SIZE,
-            height=VIDEO_SIZE,
-            num_inference_steps=2,
-            decode_chunk_size=4,
-            generator=torch.Generator().manual_seed(1),
-        ).frames
-    )
 
 
 SOURCE = {"local_files_only": True}
