@@ -278,8 +278,13 @@ class Acceleration:
                 branches - 1,
             )
             return
-        from DeepCache import DeepCacheSDHelper
-
+        try:
+            from DeepCache import DeepCacheSDHelper
+        except ImportError as exc:
+            log.error(
+                "error: DEEPCACHE: DeepCache cannot be imported (%s); serving without it", exc
+            )
+            return
         helper = DeepCacheSDHelper(pipe=self.pipe)
         helper.set_params(cache_interval=s.deepcache_interval, cache_branch_id=s.deepcache_branch)
         self.deepcache = helper

@@ -333,3 +333,13 @@ def test_the_warm_up_runs_each_size_and_skips_those_the_pipeline_refuses(make_se
     )
     line = next(r.message for r in caplog.records if r.message.startswith("warm-up took"))
     assert "128x128" in line and "64x64" in line and "1024x1024" not in line
+
+
+def test_deepcache_that_cannot_be_imported_is_logged_and_the_model_served(
+    make_settings, caplog, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "DeepCache", None)  # an import of it fails
+    with serving(make_settings(deepcache=True)) as client:
+        assert pipeline_of(client).acceleration.deepcache is None
+        assert client.post("/text-to-image", json=REQUEST).status_code == 200
+    assert "error: DEEPCACHE: DeepCache cannot be imported" in caplog.text
