@@ -17,6 +17,7 @@ from runner.tiny_models import (
     TINY_SD3,
     TINY_SDXL,
     TINY_SDXL_LIGHTNING,
+    TINY_SDXL_TURBO,
     TINY_UPSCALER,
 )
 
@@ -120,6 +121,9 @@ def test_sd3_feeds_up_to_three_prompts_to_its_three_encoders(sd3):
     third = generate(sd3, prompt="a cat|a cat|a dog", **base)[0]
     assert pixels(same["url"]) == pixels(one["url"])
     assert pixels(third["url"]) != pixels(one["url"])
+    pair = generate(sd3, prompt="a cat", num_images_per_prompt=2, **base)
+    assert [image["seed"] for image in pair] == [2, 3]
+    assert pixels(pair[1]["url"]) != pixels(pair[0]["url"])
     negative = generate(sd3, prompt="a cat", negative_prompt="ugly|blurry|dark", **base)[0]
     assert pixels(negative["url"]) != pixels(one["url"])
     assert refused(sd3, prompt="a|b|c|d") == (
@@ -207,3 +211,29 @@ def test_lightning_unet_ids():
     assert (swap.family.steps, swap.family.guidance_scale, swap.family.fixed) == (8, 0, True)
     assert lightning_unet("ByteDance/SDXL-Lightning-3step") is None
     assert lightning_unet("SG161222/RealVisXL_V4.0_Lightning") is None
+
+
+def test_turbo_image_to_image_runs_its_few_steps_scaled_by_strength(make_settings):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (20, 90, 200)).save(buffer, format="PNG")
+    settings = make_settings(pipeline="image-to-image", model_id=TINY_SDXL_TURBO)
+    with serving(settings) as client:
+        unet = client.app.state.runtime.pipeline.pipe.unet
+        calls = []
+        handle = unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+        counts = []
+        try:
+            for strength in ("0.8", "1.0"):
+                calls.clear()
+                response = client.post(
+                    "/image-to-image",
+                    data={"prompt": "make it green", "strength": strength, "seed": "3"},
+                    files={"image": ("in.png", buffer.getvalue(), "image/png")},
+                )
+                assert response.status_code == 200, response.text
+                assert decode_image(response.json()["images"][0]["url"]).size == (64, 48)
+                counts.append(len(calls))
+        finally:
+            handle.remove()
+    # Turbo: 2 steps and no guidance (one UNet call a step); strength 0.8 runs int(2 x 0.8).
+    assert counts == [1, 2]
