@@ -50,3 +50,18 @@ def test_several_images_are_encoded_in_order():
     urls = png_data_urls(images)
     assert urls == [png_data_url(image) for image in images]
     assert png_data_urls(images[:1]) == urls[:1] and png_data_urls([]) == []
+
+
+def test_answers_are_written_as_pydantic_would_write_them():
+    import json
+
+    from runner.runtime import answer_json
+    from runner.schemas import ImageResponse, Media
+
+    answer = ImageResponse(
+        images=[Media(url="data:image/png;base64,iVBORw0KGgo=", seed=2**63 + 5, nsfw=True)]
+    )
+    assert json.loads(answer_json(answer)) == json.loads(answer.model_dump_json())
+    # A seed past 64 bits is more than orjson writes: pydantic's writer takes over.
+    huge = ImageResponse(images=[Media(url="data:,", seed=2**70, nsfw=False)])
+    assert json.loads(answer_json(huge))["images"][0]["seed"] == 2**70
