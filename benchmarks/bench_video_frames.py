@@ -34,6 +34,7 @@ from common import median_ms, timed  # noqa: E402
 from pipelines.image_to_video import GeneratedVideo  # noqa: E402
 from runner import media  # noqa: E402
 from runner.media import png_bytes, png_data_url, png_data_urls  # noqa: E402
+from runner.runtime import answer_json  # noqa: E402
 
 WIDTH, HEIGHT, FRAMES = 1024, 576, 25
 
@@ -125,7 +126,7 @@ def main() -> None:
         (f"**runner: `png_data_urls`, {threads} threads**", lambda: png_data_urls(video)),
         (
             "whole answer as the runner writes it (frames + JSON)",
-            lambda: GeneratedVideo(video, 1, flags).to_response().model_dump_json(),
+            lambda: answer_json(GeneratedVideo(video, 1, flags).to_response()),
         ),
     ]
     png_data_urls(video)  # start the pool's threads
