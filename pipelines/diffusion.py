@@ -23,7 +23,7 @@ from pipelines.diffusion_families import (
     family_of,
     lightning_unet,
 )
-from pipelines.lora import parse_loras
+from pipelines.lora import LoraAdapters, parse_loras
 from runner.cancellation import diffusers_step_end
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput
@@ -285,6 +285,22 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
 
     def encode(self, output: GeneratedImages) -> ImageResponse:
         return output.to_response()
+
+
+class PromptedDiffusion(DiffusionPipeline[ParamsT]):
+    """The pipelines a text prompt steers, with LoRAs: text-to-image and image-to-image."""
+
+    def load(self) -> None:
+        super().load()
+        self.prompt_slots = prompt_slots(self.pipe)
+        self.loras = LoraAdapters(self.pipe, self.settings.model_dir, self.settings.max_loras)
+
+    def prompts(self, params: BaseModel) -> dict[str, str]:
+        """The request's prompt and negative prompt, split over the model's text encoders."""
+        kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
+        if params.negative_prompt:
+            kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
+        return kwargs
 
 
 def read_model_index(files: ModelFiles) -> dict:

@@ -14,14 +14,11 @@ from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import (
-    DiffusionPipeline,
     GeneratedImages,
+    PromptedDiffusion,
     generators,
     image_seeds,
-    prompt_slots,
-    split_prompt,
 )
-from pipelines.lora import LoraAdapters
 from runner.errors import InvalidInput
 from runner.schemas import ImageResponse
 from runner.uploads import Upload
@@ -63,7 +60,7 @@ def fit_to_budget(image: Image.Image, budget: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-class ImageToImage(DiffusionPipeline[ImageToImageParams]):
+class ImageToImage(PromptedDiffusion[ImageToImageParams]):
     route = Route(
         path="/image-to-image",
         operation_id="genImageToImage",
@@ -89,11 +86,6 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
             StableDiffusionInstructPix2PixPipeline if self.instruct else AutoPipelineForImage2Image
         )
 
-    def load(self) -> None:
-        super().load()
-        self.prompt_slots = prompt_slots(self.pipe)
-        self.loras = LoraAdapters(self.pipe, self.settings.model_dir, self.settings.max_loras)
-
     def warmup_size(self) -> tuple[int, int]:
         return (512, 512)
 
@@ -111,9 +103,7 @@ class ImageToImage(DiffusionPipeline[ImageToImageParams]):
         count = params.num_images_per_prompt
         seeds = image_seeds(params.seed, count)
         steps, guidance = self.steps_and_guidance(params)
-        kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
-        if params.negative_prompt:
-            kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
+        kwargs = self.prompts(params)
         if self.instruct:
             kwargs["image_guidance_scale"] = params.image_guidance_scale
         else:

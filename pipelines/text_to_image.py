@@ -11,14 +11,11 @@ from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import (
-    DiffusionPipeline,
     GeneratedImages,
+    PromptedDiffusion,
     generators,
     image_seeds,
-    prompt_slots,
-    split_prompt,
 )
-from pipelines.lora import LoraAdapters
 from runner.schemas import ImageResponse
 
 log = logging.getLogger("pipelines.text_to_image")
@@ -43,7 +40,7 @@ class TextToImageParams(BaseModel):
     num_images_per_prompt: int = fields.num_images_per_prompt()
 
 
-class TextToImage(DiffusionPipeline[TextToImageParams]):
+class TextToImage(PromptedDiffusion[TextToImageParams]):
     route = Route(
         path="/text-to-image",
         operation_id="genTextToImage",
@@ -66,11 +63,6 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         from diffusers import AutoPipelineForText2Image
 
         return AutoPipelineForText2Image
-
-    def load(self) -> None:
-        super().load()
-        self.prompt_slots = prompt_slots(self.pipe)
-        self.loras = LoraAdapters(self.pipe, self.settings.model_dir, self.settings.max_loras)
 
     def warmup_size(self) -> tuple[int, int]:
         s = self.settings
@@ -98,9 +90,7 @@ class TextToImage(DiffusionPipeline[TextToImageParams]):
         count = params.num_images_per_prompt
         seeds = image_seeds(params.seed, count)
         steps, guidance = self.steps_and_guidance(params)
-        kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
-        if params.negative_prompt:
-            kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
+        kwargs = self.prompts(params)
         with self.loras.applied(params.loras):
             images = self.generate(
                 **kwargs,
