@@ -14,7 +14,7 @@ TEXT_HIDDEN = 32
 LIGHTNING_STEPS = (2, 4, 8)
 
 
-def _seeded(seed: int) -> None:
+def seeded(seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
@@ -103,7 +103,7 @@ def _safety_checker(flag_everything: bool):
 
 
 def build_safety_checker(folder: Path, seed: int, flag_everything: bool = False) -> None:
-    _seeded(seed)
+    seeded(seed)
     _safety_checker(flag_everything).save_pretrained(folder)
     image_processor().save_pretrained(folder)
 
@@ -137,7 +137,7 @@ def build_sd15(folder: Path, seed: int) -> None:
     from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    _seeded(seed)
+    seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
     unet = sd15_unet()
     scheduler = PNDMScheduler(
@@ -169,7 +169,7 @@ def build_instruct_pix2pix(folder: Path, seed: int) -> None:
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    _seeded(seed)
+    seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
     pipeline = StableDiffusionInstructPix2PixPipeline(
         vae=vae(0.18215),
@@ -208,7 +208,7 @@ def build_sdxl_lightning(folder: Path, seed: int) -> None:
     from safetensors.torch import save_file
 
     for offset, steps in enumerate(LIGHTNING_STEPS):
-        _seeded(seed + offset)
+        seeded(seed + offset)
         state = {name: tensor.contiguous() for name, tensor in sdxl_unet().state_dict().items()}
         save_file(state, folder / f"sdxl_lightning_{steps}step_unet.safetensors")
 
@@ -218,7 +218,7 @@ def build_sdxl(folder: Path, seed: int) -> None:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    _seeded(seed)
+    seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
     save_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
     unet = sdxl_unet()
@@ -260,7 +260,7 @@ def build_x4_upscaler(folder: Path, seed: int) -> None:
     )
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    _seeded(seed)
+    seeded(seed)
     vocab_size = save_clip_tokenizer(folder / "tokenizer")
     unet = _unet(
         sample_size=32,

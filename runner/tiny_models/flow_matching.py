@@ -6,17 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from runner.tiny_models.clip_tokenizer import save_clip_tokenizer
-from runner.tiny_models.diffusion import TEXT_HIDDEN, text_config, vae
+from runner.tiny_models.diffusion import TEXT_HIDDEN, seeded, text_config, vae
 from runner.tiny_models.t5_tokenizer import save_t5_tokenizer
 
 T5_HIDDEN = 2 * TEXT_HIDDEN  # SD3 pads both CLIP encoders' concatenated states to T5's width
 HEADS, HEAD_DIM = 2, 16
-
-
-def _seeded(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def _t5_encoder(vocab_size: int):
@@ -63,7 +57,7 @@ def build_sd3(folder: Path, seed: int) -> None:
     )
     from transformers import CLIPTextModelWithProjection
 
-    _seeded(seed)
+    seeded(seed)
     tokenizer, tokenizer_2 = _clip_tokenizers(folder, ("tokenizer", "tokenizer_2"))
     t5_vocab, tokenizer_3 = _t5_tokenizer(folder, "tokenizer_3", 256)
     clip_vocab = len(tokenizer)
@@ -102,7 +96,7 @@ def build_flux_schnell(folder: Path, seed: int) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
-    _seeded(seed)
+    seeded(seed)
     (tokenizer,) = _clip_tokenizers(folder, ("tokenizer",))
     t5_vocab, tokenizer_2 = _t5_tokenizer(folder, "tokenizer_2", 256)
     transformer = FluxTransformer2DModel(

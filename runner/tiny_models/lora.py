@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.tiny_models.diffusion import _seeded, sd15_unet, sdxl_unet
+from runner.tiny_models.diffusion import sd15_unet, sdxl_unet, seeded
 
 # The attention projections, as most published SD/SDXL LoRAs target.
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -21,7 +21,7 @@ def build_lora(folder: Path, seed: int, family: str) -> None:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    _seeded(seed)
+    seeded(seed)
     unet, pipeline = {
         "sd15": (sd15_unet, StableDiffusionPipeline),
         "sdxl": (sdxl_unet, StableDiffusionXLPipeline),

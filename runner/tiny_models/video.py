@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.tiny_models.diffusion import _seeded, image_processor
+from runner.tiny_models.diffusion import image_processor, seeded
 
 NUM_FRAMES = 4
 IMAGE_EMBED = 32
@@ -99,7 +99,7 @@ def _scheduler():
 def build_svd(folder: Path, seed: int) -> None:
     from diffusers import StableVideoDiffusionPipeline
 
-    _seeded(seed)
+    seeded(seed)
     pipeline = StableVideoDiffusionPipeline(
         vae=_vae(),
         image_encoder=_image_encoder(),
