@@ -34,7 +34,7 @@ COPY pipelines /src/pipelines
 RUN pip install --no-deps /src
 
 FROM python AS runtime
-ARG VERSION=0.1.0
+ARG VERSION=0.15.0
 ARG PIPELINE_GROUP=diffusion
 LABEL org.opencontainers.image.title="ai-runner-${PIPELINE_GROUP}" \
       org.opencontainers.image.description="Livepeer AI runner: ${PIPELINE_GROUP} pipelines" \

@@ -1,5 +1,5 @@
 # Container images, one per pipeline group.
-#   docker buildx bake                  every image
+#   docker buildx bake                  every image (:latest and one per other pipeline group)
 #   docker buildx bake text-to-image    the image that serves text-to-image
 #   REGISTRY=ghcr.io REPOSITORY=me/ai-runner VERSION=0.2.0 docker buildx bake --push
 
@@ -12,7 +12,7 @@ variable "REPOSITORY" {
 }
 
 variable "VERSION" {
-  default = "0.1.0"
+  default = "0.15.0"
 }
 
 variable "CUDA_VERSION" {
@@ -28,12 +28,14 @@ variable "TORCHVISION_VERSION" {
 }
 
 # Which pipelines each group's image serves (the group column of pipelines/registry.py).
+# go-livepeer's AI worker pulls :latest for these (ai/worker/docker.go defaultBaseImage).
 variable "DIFFUSION_PIPELINES" {
-  default = ["text-to-image", "image-to-image", "image-to-video", "upscale"]
+  default = ["text-to-image", "image-to-image", "image-to-video", "upscale", "image-to-text"]
 }
 
+# go-livepeer pulls :<pipeline> for the rest (ai/worker/docker.go pipelineToImage).
 variable "VISION_PIPELINES" {
-  default = ["image-to-text", "segment-anything-2"]
+  default = ["segment-anything-2"]
 }
 
 variable "AUDIO_PIPELINES" {
@@ -45,6 +47,8 @@ variable "SPEECH_PIPELINES" {
 }
 
 # <repo>:<pipeline> and <repo>:<pipeline>-<version> for each pipeline an image serves.
+# The :<pipeline> tags of segment-anything-2, audio-to-text and text-to-speech are the names
+# go-livepeer pulls; the others let an operator pin an image per pipeline.
 function "pipeline_tags" {
   params = [pipelines]
   result = flatten([for p in pipelines : ["${REGISTRY}/${REPOSITORY}:${p}", "${REGISTRY}/${REPOSITORY}:${p}-${VERSION}"]])
@@ -72,7 +76,8 @@ target "diffusion" {
   args = {
     PIPELINE_GROUP = "diffusion"
   }
-  tags = pipeline_tags(DIFFUSION_PIPELINES)
+  # :latest is what go-livepeer pulls for the diffusion pipelines and image-to-text.
+  tags = concat(["${REGISTRY}/${REPOSITORY}:latest", "${REGISTRY}/${REPOSITORY}:${VERSION}"], pipeline_tags(DIFFUSION_PIPELINES))
 }
 
 target "vision" {
@@ -117,7 +122,7 @@ group "upscale" {
 }
 
 group "image-to-text" {
-  targets = ["vision"]
+  targets = ["diffusion"]
 }
 
 group "segment-anything-2" {

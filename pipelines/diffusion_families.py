@@ -62,8 +62,9 @@ CONVENTIONS: tuple[Convention, ...] = (
     Convention(r"lightning", None, "Lightning", steps=6, guidance_scale=1.5),
 )
 
-# ByteDance/SDXL-Lightning[-Nstep]: a UNet file swapped into the SDXL base (2 steps unless
-# the id says otherwise), Euler on trailing timesteps, no guidance.
+# ByteDance/SDXL-Lightning[-Nstep]: a UNet file swapped into the SDXL base (8 steps unless
+# the id says otherwise, as ai-runner's pipelines/text_to_image.py "Default to 8step"), Euler on
+# trailing timesteps, no guidance.
 LIGHTNING_UNET = re.compile(r"^(?P<repo>[^/]+/SDXL-Lightning)(?:-(?P<steps>[248])step)?$")
 
 
@@ -86,7 +87,7 @@ def lightning_unet(model_id: str) -> LightningUNet | None:
     match = LIGHTNING_UNET.match(model_id)
     if match is None:
         return None
-    return LightningUNet(match["repo"], int(match["steps"] or 2))
+    return LightningUNet(match["repo"], int(match["steps"] or 8))
 
 
 def family_of(model_id: str, class_name: str | None, served: tuple[str, ...]) -> Family:

@@ -14,11 +14,17 @@ if TYPE_CHECKING:
     from pipelines.base import Pipeline
 
 
+# go-livepeer's AI worker pulls ``livepeer/ai-runner:latest`` for every batch pipeline except
+# those it names in ai/worker/docker.go ``pipelineToImage``, which get ``:<pipeline>``.
+LATEST = "latest"
+
+
 @dataclass(frozen=True)
 class Entry:
     target: str  # "module:Class"
     default_model: str  # the network's default model for this pipeline
     group: str  # the pyproject extra (and container image) that serves it
+    image_tag: str = LATEST  # the tag go-livepeer's AI worker pulls for this pipeline
 
 
 REGISTRY: dict[str, Entry] = {
@@ -26,12 +32,20 @@ REGISTRY: dict[str, Entry] = {
         "pipelines.text_to_image:TextToImage", "SG161222/RealVisXL_V4.0_Lightning", "diffusion"
     ),
     "audio-to-text": Entry(
-        "pipelines.audio_to_text:AudioToText", "openai/whisper-large-v3", "audio"
+        "pipelines.audio_to_text:AudioToText",
+        "openai/whisper-large-v3",
+        "audio",
+        "audio-to-text",
     ),
     "segment-anything-2": Entry(
-        "pipelines.segment_anything_2:SegmentAnything2", "facebook/sam2-hiera-large", "vision"
+        "pipelines.segment_anything_2:SegmentAnything2",
+        "facebook/sam2-hiera-large",
+        "vision",
+        "segment-anything-2",
     ),
-    "text-to-speech": Entry("pipelines.text_to_speech:TextToSpeech", "suno/bark", "speech"),
+    "text-to-speech": Entry(
+        "pipelines.text_to_speech:TextToSpeech", "suno/bark", "speech", "text-to-speech"
+    ),
     "image-to-image": Entry(
         "pipelines.image_to_image:ImageToImage", "ByteDance/SDXL-Lightning", "diffusion"
     ),
@@ -39,7 +53,9 @@ REGISTRY: dict[str, Entry] = {
         "pipelines.upscale:Upscale", "stabilityai/stable-diffusion-x4-upscaler", "diffusion"
     ),
     "image-to-text": Entry(
-        "pipelines.image_to_text:ImageToText", "Salesforce/blip-image-captioning-large", "vision"
+        "pipelines.image_to_text:ImageToText",
+        "Salesforce/blip-image-captioning-large",
+        "diffusion",
     ),
     "image-to-video": Entry(
         "pipelines.image_to_video:ImageToVideo",

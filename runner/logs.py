@@ -37,9 +37,15 @@ def configure_logging(verbose: bool) -> None:
 
 
 def quiet_progress_bars() -> None:
-    """Loading progress bars are noise in a container log; the runner logs what it loads."""
-    import diffusers
-    import transformers
+    """Loading progress bars are noise in a container log; the runner logs what it loads.
 
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    Each image installs only its own group's libraries, so either may be absent.
+    """
+    from importlib import import_module
+
+    for library in ("diffusers", "transformers"):
+        try:
+            module = import_module(f"{library}.utils.logging")
+        except ImportError:
+            continue
+        module.disable_progress_bar()

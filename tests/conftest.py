@@ -106,14 +106,14 @@ def served_over_tcp(settings: Settings) -> Iterator[tuple[str, object]]:
 class RunnerProcess:
     """``ai-runner serve`` in a child process, as the container runs it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, python: str = sys.executable) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
         self.log_file = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.cli", "serve"],
+            [python, "-m", "runner.cli", "serve"],
             env=full_env,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,

@@ -54,15 +54,16 @@ def test_lightning_runs_its_unet_in_the_sdxl_base(lightning, make_settings):
     assert [pixels(i["url"]) for i in again] == [pixels(i["url"]) for i in images]
     # The same request on the base alone: its own UNet gives another image.
     with serving(make_settings(model_id=TINY_SDXL)) as base:
-        plain = generate(base, seed=4, num_inference_steps=2, guidance_scale=0)
+        plain = generate(base, seed=4, num_inference_steps=8, guidance_scale=0)
     assert pixels(plain[0]["url"]) != pixels(images[0]["url"])
 
 
 def test_lightning_steps_and_guidance_apply_whatever_the_request_says(lightning):
     body = {"prompt": "a cat", "width": 64, "height": 64}
-    assert denoiser_calls(lightning, body) == 2  # 2 steps, no guidance: one call each
-    assert denoiser_calls(lightning, body | {"num_inference_steps": 30}) == 2
-    assert denoiser_calls(lightning, body | {"guidance_scale": 9}) == 2
+    # No suffix is the 8-step UNet, as ai-runner's pipelines/text_to_image.py "Default to 8step".
+    assert denoiser_calls(lightning, body) == 8  # 8 steps, no guidance: one call each
+    assert denoiser_calls(lightning, body | {"num_inference_steps": 30}) == 8
+    assert denoiser_calls(lightning, body | {"guidance_scale": 9}) == 8
 
 
 def test_the_step_count_comes_from_the_model_id(make_settings, caplog):
@@ -203,8 +204,9 @@ def test_families_come_from_the_architecture_and_id_conventions(
 
 
 def test_lightning_unet_ids():
+    # ai-runner's pipelines/text_to_image.py and image_to_image.py: "Default to 8step".
     assert lightning_unet("ByteDance/SDXL-Lightning") == LightningUNet(
-        "ByteDance/SDXL-Lightning", 2
+        "ByteDance/SDXL-Lightning", 8
     )
     swap = lightning_unet("ByteDance/SDXL-Lightning-8step")
     assert swap.filename == "sdxl_lightning_8step_unet.safetensors"

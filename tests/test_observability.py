@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from runner import __version__
+
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 1}
 
 
@@ -9,7 +11,7 @@ def test_version_and_hardware_answer_with_the_contract_fields(sd_client):
     assert sd_client.get("/version").json() == {
         "pipeline": "text-to-image",
         "model_id": "tiny-random/stable-diffusion-v1-5",
-        "version": "0.1.0",
+        "version": __version__,
     }
     info = sd_client.get("/hardware/info").json()
     assert info == {

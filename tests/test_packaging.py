@@ -115,3 +115,32 @@ def test_every_setting_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
     missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
     assert not missing, f"settings missing from the README's configuration table: {missing}"
+
+
+def test_each_pipeline_is_built_under_the_tag_go_livepeer_pulls(bake):
+    """ai/worker/docker.go (DockerManager.getContainerImageName): ``livepeer/ai-runner:latest``
+    unless ``pipelineToImage`` names ``:<pipeline>``; so one image must carry each tag."""
+    pulled_by_name = {"segment-anything-2", "text-to-speech", "audio-to-text"}
+    targets = _blocks(bake, "target")
+    variables = _blocks(bake, "variable")
+    latest = [name for name, t in targets.items() if ":latest" in t.get("tags", "")]
+    assert latest == ["diffusion"]
+    for pipeline, entry in REGISTRY.items():
+        expected = pipeline if pipeline in pulled_by_name else "latest"
+        assert entry.image_tag == expected, pipeline
+        if expected == "latest":
+            assert entry.group == "diffusion", f"{pipeline} must be served by the :latest image"
+        served = [_value(p) for p in variables[f"{entry.group.upper()}_PIPELINES"]["default"]]
+        assert pipeline in served  # pipeline_tags gives it :<pipeline>
+
+
+def test_the_version_is_above_every_ai_runner_release(bake):
+    """Gateways may require a minimum runner version (-aiMinRunnerVersion), set for
+    ai-runner's releases, the last of which is 0.14.1."""
+    from runner import __version__
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == project
+    assert tuple(int(part) for part in project.split(".")) > (0, 14, 1)
+    assert _value(_blocks(bake, "variable")["VERSION"]["default"]) == project
+    assert f"ARG VERSION={project}\n" in (ROOT / "Dockerfile").read_text()
