@@ -27,6 +27,7 @@ from runner.errors import (
     declared_status,
     error_body,
 )
+from runner.logs import printable
 from runner.metrics import Metrics
 from runner.runtime import Runtime, Timings
 
@@ -89,6 +90,7 @@ class Gate:
         timings = Timings()
         scope.setdefault("state", {}).update(request_id=request_id, timings=timings)
         path = normalise(scope["path"])
+        logged_path = printable(path)
         started = time.perf_counter()
         status = {"code": 500, "started": False}
 
@@ -102,7 +104,11 @@ class Gate:
         if path in PUBLIC_PATHS:
             await self.app(scope, receive, send_with_id)
             log.debug(
-                "request id=%s %s %s status=%d", request_id, scope["method"], path, status["code"]
+                "request id=%s %s %s status=%d",
+                request_id,
+                scope["method"],
+                logged_path,
+                status["code"],
             )
             return
 
@@ -125,8 +131,8 @@ class Gate:
         finally:
             self._record(
                 request_id,
-                scope["method"],
-                path,
+                printable(scope["method"], 16),
+                logged_path,
                 status["code"],
                 started,
                 timings,

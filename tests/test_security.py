@@ -90,3 +90,30 @@ def test_uploaded_media_never_reaches_the_log(make_settings, caplog):
     assert response.status_code == 200
     assert "image=<image 64x48>" in caplog.text
     assert "PNG" not in caplog.text and "base64" not in caplog.text
+
+
+@pytest.mark.slow
+def test_caller_text_cannot_forge_or_flood_the_log(runner_process):
+    """Issue 13, findings 2 and 7: a prompt past the text encoder's 77 tokens made diffusers
+    log the dropped words; a percent-encoded newline in the path forged a log line."""
+    runner = runner_process(AUTH_TOKEN=TOKEN)
+    runner.wait_status({"IDLE"})
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    tail = "private-tail-word-4410"
+    body = {
+        "prompt": " ".join(["a red cat"] * 60 + [tail]),
+        "width": 64,
+        "height": 64,
+        "num_inference_steps": 1,
+    }
+    answer = httpx.post(runner.url + "/text-to-image", json=body, headers=good, timeout=60)
+    assert answer.status_code == 200
+    forged = "2026-11-30 14:50:00 ERROR runner: FORGED"
+    assert httpx.get(f"{runner.url}/x%0A{forged}", timeout=10).status_code == 401
+    assert httpx.get(f"{runner.url}/{'y' * 10_000}", timeout=10).status_code == 401
+    log = runner.log()
+    assert tail not in log
+    assert "a prompt was longer than the text encoder accepts and its end was dropped" in log
+    assert not any(line.startswith(forged) for line in log.splitlines())
+    assert "/x\\n2026-11-30" in log  # the path is logged, escaped
+    assert max(len(line) for line in log.splitlines()) < 1000
