@@ -149,13 +149,14 @@ def guarded(fn: Callable[..., T]) -> Callable[..., T]:
         except RunnerError:
             raise
         except torch.OutOfMemoryError:
-            log.warning("out of memory during inference; freeing the cache")
-            free_memory()
-            raise OutOfMemory() from None
+            pass  # handled below, where no traceback holds the failed call's tensors
         except Exception as exc:
             if is_unrecoverable(exc):
                 raise DeviceUnusable(f"unrecoverable device error: {exc}") from exc
             log.exception("inference failed")
             raise InferenceFailed(f"Inference failed: {type(exc).__name__}.") from exc
+        log.warning("out of memory during inference; freeing the cache")
+        free_memory()
+        raise OutOfMemory()
 
     return call
