@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runner.device import free_memory
+from runner.device import free_memory, is_out_of_memory
 
 if TYPE_CHECKING:
     import torch
@@ -45,12 +45,10 @@ def generate_retrying(call: Callable[[dict[str, Any]], Any], kwargs: dict[str, A
     """``call(kwargs)``; out of memory for several images: again, one image at a time.
 
     The outputs of the single-image calls are joined into the first one's output object."""
-    import torch
-
     try:
         return call(kwargs)
-    except torch.OutOfMemoryError:
-        runs = one_image_at_a_time(kwargs)
+    except Exception as exc:
+        runs = one_image_at_a_time(kwargs) if is_out_of_memory(exc) else None
         if runs is None:
             raise
     free_memory()
@@ -69,14 +67,12 @@ def smaller_decode_chunks(decode: Callable[..., Any]) -> Callable[..., Any]:
     one frame at a time. The denoised latents are kept: only the decoding is done again."""
 
     def decode_latents(latents: Any, num_frames: int, decode_chunk_size: int) -> Any:
-        import torch
-
         chunk = decode_chunk_size
         while True:
             try:
                 return decode(latents, num_frames, chunk)
-            except torch.OutOfMemoryError:
-                if chunk <= 1:
+            except Exception as exc:
+                if chunk <= 1 or not is_out_of_memory(exc):
                     raise
             free_memory()
             log.warning(

@@ -20,7 +20,7 @@ from helpers import decode_image
 from PIL import Image
 
 from runner import tiny_models as tiny
-from runner.device import guarded
+from runner.device import guarded, is_out_of_memory, is_unrecoverable
 from runner.errors import OutOfMemory
 
 SEED = 7
@@ -52,8 +52,9 @@ class OutOfMemoryAbove:
     module's input batch is larger than ``limit``. Keeps a weak reference to the last input
     it refused, to tell whether the failed try's tensors were released."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, error: type[Exception] = torch.OutOfMemoryError) -> None:
         self.limit = limit
+        self.error = error
         self.batches: list[int] = []
         self.refused: weakref.ref | None = None
         self.refused_alive_at_next_call: list[bool] = []
@@ -66,7 +67,9 @@ class OutOfMemoryAbove:
             self.refused = None
         if batch > self.limit:
             self.refused = weakref.ref(args[0])
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {batch} GiB")
+            if self.error is torch.OutOfMemoryError:
+                raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {batch} GiB")
+            raise self.error("CUDA error: out of memory")
 
 
 @pytest.fixture(scope="module", params=sorted(REQUESTS))
@@ -125,6 +128,56 @@ def test_out_of_memory_on_the_retry_is_500_and_the_next_request_succeeds(sd):
     served = post(client, seed=SEED, num_images_per_prompt=2)
     assert served.status_code == 200, served.text
     assert len(served.json()["images"]) == 2
+
+
+def test_out_of_memory_reported_as_a_cuda_error_is_retried_and_never_error(sd):
+    """cudaErrorMemoryAllocation outside torch's allocator (cuBLAS, cuDNN workspaces) comes
+    as torch.AcceleratorError "CUDA error: out of memory": out of memory all the same."""
+    pipeline, client = sd
+    post = REQUESTS[pipeline]
+    unet = client.app.state.runtime.pipeline.pipe.unet
+    for limit, status in ((2, 200), (0, 500)):
+        hook = OutOfMemoryAbove(limit, error=torch.AcceleratorError)
+        handle = unet.register_forward_pre_hook(hook)
+        try:
+            answer = post(client, seed=SEED, num_images_per_prompt=2)
+        finally:
+            handle.remove()
+        assert answer.status_code == status, answer.text
+        assert hook.batches[:2] == [4, 2]
+        if status == 500:
+            assert answer.json() == OOM_BODY
+        assert client.get("/health").json() == {"status": "IDLE"}
+
+
+@pytest.mark.parametrize(
+    ("error", "out_of_memory", "unrecoverable"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True, False),
+        (torch.AcceleratorError("CUDA error: out of memory"), True, False),
+        (
+            RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate`"),
+            True,
+            False,
+        ),
+        (
+            torch.AcceleratorError("CUDA error: an illegal memory access was encountered"),
+            False,
+            True,
+        ),
+        (torch.AcceleratorError("CUDA error: device-side assert triggered"), False, True),
+        (
+            RuntimeError("The size of tensor a (4) must match the size of tensor b (2)"),
+            False,
+            False,
+        ),
+    ],
+)
+def test_out_of_memory_is_never_a_device_the_next_request_cannot_use(
+    error, out_of_memory, unrecoverable
+):
+    assert is_out_of_memory(error) is out_of_memory
+    assert is_unrecoverable(error) is unrecoverable
 
 
 @pytest.fixture(scope="module")
