@@ -442,11 +442,9 @@ class Acceleration:
 
 def _not_the_acceleration(exc: Exception) -> bool:
     """Failures a plain run would not avoid: out of memory, a device that is gone."""
-    import torch
+    from runner.device import is_out_of_memory, is_unrecoverable
 
-    from runner.device import is_unrecoverable
-
-    return isinstance(exc, torch.OutOfMemoryError) or is_unrecoverable(exc)
+    return is_out_of_memory(exc) or is_unrecoverable(exc)
 
 
 def request_shape(kwargs: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from pipelines.diffusion_families import (
     lightning_unet,
 )
 from pipelines.lora import LoraAdapters, parse_loras
+from pipelines.memory_retry import generate_retrying, smaller_decode_chunks
 from runner.cancellation import diffusers_step_end
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput
@@ -220,10 +221,16 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
     def generate(self, **kwargs: Any) -> Any:
         """The diffusers pipeline called for one request (on its own view of the pipeline,
         stopping at the next step if the request is cancelled), with SFAST and DEEPCACHE as
-        they apply to it."""
+        they apply to it. Out of GPU memory, it is tried again in smaller pieces: one image
+        at a time, a video's frames decoded in smaller chunks (``memory_retry``)."""
+        return generate_retrying(self._generate_once, kwargs)
+
+    def _generate_once(self, kwargs: dict[str, Any]) -> Any:
         pipe = request_pipe(self.pipe)
+        if "decode_chunk_size" in kwargs:
+            pipe.decode_latents = smaller_decode_chunks(pipe.decode_latents)
         shape = request_shape(kwargs)
-        kwargs |= self.step_hooks()
+        kwargs = kwargs | self.step_hooks()
         if self.acceleration is None:
             return pipe(**kwargs)
         steps = kwargs["num_inference_steps"]

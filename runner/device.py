@@ -131,31 +131,49 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+# How CUDA and cuBLAS word a failed allocation when it does not come from torch's caching
+# allocator (which raises torch.OutOfMemoryError): cudaErrorMemoryAllocation is not sticky,
+# the context survives it.
+OUT_OF_MEMORY_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A failed GPU allocation: the request was too large for the memory free at the time."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in OUT_OF_MEMORY_MARKERS)
+
+
 def is_unrecoverable(exc: BaseException) -> bool:
-    """CUDA errors after which the context is unusable ("device-side assert", "illegal ...")."""
+    """CUDA errors after which the context is unusable ("device-side assert", "illegal ...");
+    out of memory is not one of them."""
     import torch
 
     accelerator_error = getattr(torch, "AcceleratorError", ())
-    return isinstance(exc, accelerator_error) if accelerator_error else False
+    if not accelerator_error or not isinstance(exc, accelerator_error):
+        return False
+    return not is_out_of_memory(exc)
 
 
 def guarded(fn: Callable[..., T]) -> Callable[..., T]:
     """Wrap a pipeline call so torch failures surface as the runner's typed errors."""
-    import torch
 
     def call(*args: object) -> T:
         try:
             return fn(*args)
         except RunnerError:
             raise
-        except torch.OutOfMemoryError:
-            log.warning("out of memory during inference; freeing the cache")
-            free_memory()
-            raise OutOfMemory() from None
         except Exception as exc:
-            if is_unrecoverable(exc):
-                raise DeviceUnusable(f"unrecoverable device error: {exc}") from exc
-            log.exception("inference failed")
-            raise InferenceFailed(f"Inference failed: {type(exc).__name__}.") from exc
+            if not is_out_of_memory(exc):  # out of memory is handled below, where no
+                # traceback holds the failed call's tensors
+                if is_unrecoverable(exc):
+                    raise DeviceUnusable(f"unrecoverable device error: {exc}") from exc
+                log.exception("inference failed")
+                raise InferenceFailed(f"Inference failed: {type(exc).__name__}.") from exc
+        log.warning("out of memory during inference; freeing the cache")
+        free_memory()
+        raise OutOfMemory()
 
     return call

@@ -24,7 +24,6 @@ from runner.errors import (
     InferenceFailed,
     InvalidInput,
     ModelUnavailable,
-    OutOfMemory,
     RunnerError,
 )
 from runner.executor import InferenceExecutor
@@ -65,7 +64,6 @@ class Runtime:
         self.fatal: str | None = None
         self.load_seconds: float | None = None
         self.shutting_down = False
-        self.consecutive_oom = 0
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -79,7 +77,11 @@ class Runtime:
         return HealthStatus.OK if self.executor.admitted > 0 else HealthStatus.IDLE
 
     def mark_unusable(self, reason: str) -> None:
-        """The device cannot serve again without a restart: /health says ERROR from now on."""
+        """The device cannot serve again without a restart: /health says ERROR from now on.
+
+        Only for errors the next request cannot survive (``DeviceUnusable``); never for out
+        of memory, which the next request survives: one caller must not be able to have the
+        worker take the container down."""
         if self.fatal is None:
             self.fatal = reason
             log.error("error: %s; the runner must be restarted", reason)
@@ -109,6 +111,12 @@ class Runtime:
                     ", ".join(sorted(ACCELERATED_PIPELINES)),
                     settings.pipeline,
                 )
+        if settings.max_consecutive_oom is not None:
+            log.warning(
+                "MAX_CONSECUTIVE_OOM=%d is deprecated and ignored: out of memory never turns "
+                "/health to ERROR (the request is retried smaller, then answered 500)",
+                settings.max_consecutive_oom,
+            )
         try:
             configure_torch(settings)
             self.pipeline.load()
@@ -200,23 +208,11 @@ class Runtime:
         except DeviceUnusable as exc:
             self.mark_unusable(exc.message)
             raise
-        except OutOfMemory:
-            self._count_out_of_memory()
-            raise
-        self.consecutive_oom = 0
         finished = time.perf_counter()
         timings.queue = finished - arrived - timings.inference
         body = await asyncio.to_thread(self._encode, output)
         timings.encode = time.perf_counter() - finished
         return body
-
-    def _count_out_of_memory(self) -> None:
-        """Out of memory again and again means the device is left in a bad state (leaked or
-        fragmented memory): after ``MAX_CONSECUTIVE_OOM`` in a row, have the worker replace us."""
-        self.consecutive_oom += 1
-        limit = self.settings.max_consecutive_oom
-        if limit and self.consecutive_oom >= limit:
-            self.mark_unusable(f"{self.consecutive_oom} consecutive out-of-memory failures")
 
     def _encode(self, output: object) -> bytes:
         try:

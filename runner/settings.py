@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     request_deadline: float = Field(
         0.0, ge=0, description="Seconds an inference may run before it is stopped; 0: no limit."
     )
-    max_consecutive_oom: int = Field(
-        3, ge=0, description="Out-of-memory failures in a row after which /health says ERROR."
+    max_consecutive_oom: int | None = Field(
+        None, ge=0, description="Deprecated and ignored: out of memory never means ERROR."
     )
     shutdown_grace: float = Field(30.0, ge=0, description="Seconds in-flight work gets on SIGTERM.")
 
