@@ -45,3 +45,16 @@ def min_image_side(field: str, size: tuple[int, int], minimum: int) -> None:
 def seed(value: int | None) -> None:
     if value is not None:
         in_range("seed", value, INT64_MIN, INT64_MAX)
+
+
+def well_formed(params: object) -> None:
+    """Every text field encodable as UTF-8 and every number finite, whatever the pipeline:
+    a lone surrogate (``"\\ud800"`` in JSON) or a NaN/Infinity reached the models as a 500."""
+    for field, value in params:  # a pydantic model iterates over (name, value)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(f"{field} is not valid Unicode text.") from None
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{field} must be a finite number, got {value}.")

@@ -11,6 +11,7 @@ import logging
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -69,6 +70,18 @@ def error_body(message: str) -> dict:
     return {"detail": {"msg": message}}
 
 
+def validation_body(exc: RequestValidationError) -> dict:
+    """FastAPI's 422 list shape with only the fields the contract declares (``loc``, ``msg``,
+    ``type``): never the submitted ``input`` (a caller's value echoed back, and not always
+    JSON: NaN), nor ``ctx``."""
+    return {
+        "detail": [
+            {"type": str(e.get("type", "")), "loc": list(e.get("loc", ())), "msg": str(e["msg"])}
+            for e in exc.errors()
+        ]
+    }
+
+
 def declared_status(status: int, declared: frozenset[int] | None) -> int:
     """``status`` if the route declares it, else the generic code of its class."""
     if declared is None or status in declared:
@@ -100,6 +113,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if response.status_code >= 500:
             log.warning("answered %d: %s", response.status_code, exc.message)
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_body(exc), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

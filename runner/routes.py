@@ -12,6 +12,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 
 from pipelines.base import Pipeline
+from pipelines.checks import well_formed
 from runner import hardware
 from runner.metrics import Metrics
 from runner.runtime import Runtime
@@ -92,6 +93,7 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
     async def serve(request: Request, params: BaseModel) -> Response:
         if runtime.settings.verbose_logging:
             log.debug("request id=%s params %s", request.state.request_id, describe(params))
+        well_formed(params)
         runtime.check_model_id(params.model_id)
         pipeline.check(params)
         timings = request.state.timings

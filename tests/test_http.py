@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import yaml
 from conftest import serving
@@ -117,6 +119,49 @@ def test_wrong_types_and_broken_json_are_422(sd_client):
             "/text-to-image", content=raw, headers={"content-type": "application/json"}
         )
         assert response.status_code == 422
+
+
+def test_a_422_never_echoes_the_submitted_value(sd_client):
+    """Issue 13, finding 18: FastAPI's 422 carried the value back in ``input``."""
+    response = sd_client.post("/text-to-image", json={**SMALL, "width": "secret-wide-value"})
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "type": "int_parsing",
+                "loc": ["body", "width"],
+                "msg": "Input should be a valid integer, unable to parse string as an integer",
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "detail"),
+    [
+        # Issue 13, finding 3: NaN and 1e999 in an integer field were 500s with a traceback.
+        (b'{"prompt": "a", "width": NaN}', 422, "width"),
+        (b'{"prompt": "a", "seed": 1e999}', 422, "seed"),
+        (b'{"prompt": "a", "guidance_scale": Infinity}', 400, "guidance_scale"),
+        (b'{"prompt": "a", "guidance_scale": NaN}', 400, "guidance_scale"),
+        # Issue 13, finding 9: a lone surrogate reached the tokenizer (500 "TypeError").
+        (b'{"prompt": "a \\ud800 cat"}', 400, "prompt is not valid Unicode text."),
+        (b'{"prompt": "a", "negative_prompt": "\\udfff"}', 400, "negative_prompt is not"),
+    ],
+)
+def test_malformed_values_are_client_errors(sd_client, caplog, raw, status, detail):
+    with caplog.at_level(logging.DEBUG):
+        response = sd_client.post(
+            "/text-to-image", content=raw, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == status, response.text
+    if status == 422:
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", detail] and set(error) == {"type", "loc", "msg"}
+    else:
+        assert response.json()["detail"]["msg"].startswith(detail)
+    assert "Traceback" not in caplog.text
+    assert sd_client.get("/health").json() == {"status": "IDLE"}
 
 
 def test_oversized_json_body_is_400_on_a_route_without_413(make_settings):
