@@ -2,6 +2,8 @@
 
 A request is *admitted* (it holds a place) from the moment its headers arrive until its
 answer is sent; at most ``capacity + max_queue`` hold a place, the rest are refused at once.
+An inference whose client left keeps its place until its thread ends (an *orphan*): the
+thread cannot be killed, so the device stays busy and /health must say so.
 Admitted requests then wait, in order, for one of ``capacity`` slots, and the inference runs
 on a worker thread so the event loop keeps answering ``/health``.
 """
@@ -25,12 +27,18 @@ class InferenceExecutor:
         self._lock = threading.Lock()
         self._admitted = 0
         self._running = 0
+        self._orphans = 0
         self._slots: asyncio.Semaphore | None = None
 
     @property
     def admitted(self) -> int:
         """Requests accepted and not yet answered (waiting or running)."""
         return self._admitted
+
+    @property
+    def busy(self) -> int:
+        """Places held: admitted requests, and inferences still running for clients that left."""
+        return self._admitted + self._orphans
 
     @property
     def running(self) -> int:
@@ -42,7 +50,7 @@ class InferenceExecutor:
 
     def try_admit(self) -> bool:
         with self._lock:
-            if self._admitted >= self.capacity + self.max_queue:
+            if self._admitted + self._orphans >= self.capacity + self.max_queue:
                 return False
             self._admitted += 1
             return True
@@ -71,7 +79,18 @@ class InferenceExecutor:
 
         slots = self._slots
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finish, slots))
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if not future.done():  # the thread runs on: it keeps a place until it ends
+                with self._lock:
+                    self._orphans += 1
+                future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._orphan_done))
+            raise
+
+    def _orphan_done(self) -> None:
+        with self._lock:
+            self._orphans -= 1
 
     def _finish(self, slots: asyncio.Semaphore) -> None:
         with self._lock:

@@ -74,7 +74,7 @@ class Runtime:
             return HealthStatus.ERROR
         if self.load_state is LoadState.LOADING:
             return HealthStatus.LOADING
-        return HealthStatus.OK if self.executor.admitted > 0 else HealthStatus.IDLE
+        return HealthStatus.OK if self.executor.busy > 0 else HealthStatus.IDLE
 
     def mark_unusable(self, reason: str) -> None:
         """The device cannot serve again without a restart: /health says ERROR from now on.

@@ -94,6 +94,26 @@ def test_a_client_that_disconnects_mid_inference_stops_it_at_the_next_step(serve
     assert response.status_code == 200
 
 
+def test_an_orphaned_inference_keeps_health_ok_and_its_place_until_its_thread_ends(server):
+    """Issue 13, finding 15: once the client left, /health said IDLE (the worker would send
+    work to a container it believed idle) while the thread still ran on the device."""
+    url, app = server
+    runtime = app.state.runtime
+    watch = UNetWatch(app, hold_at=1)  # held inside a step: the cancellation waits for it
+    try:
+        sock = send_and_hang_up_later(url, LONG)
+        assert watch.reached.wait(60)
+        sock.close()
+        wait_until(lambda: runtime.executor.admitted == 0)  # the request itself is over
+        assert httpx.get(url + "/health").json() == {"status": "OK"}
+        assert runtime.executor.busy == 1 and runtime.executor.running == 1
+        watch.release.set()
+        wait_until(lambda: httpx.get(url + "/health").json() == {"status": "IDLE"})
+        assert runtime.executor.busy == 0 and runtime.executor.running == 0
+    finally:
+        watch.remove()
+
+
 def test_a_client_that_disconnects_while_queued_is_dropped_from_the_queue(server):
     url, app = server
     runtime = app.state.runtime
