@@ -49,11 +49,20 @@ class ImageToImageParams(BaseModel):
     num_images_per_prompt: int = fields.num_images_per_prompt()
 
 
-def fit_to_budget(image: Image.Image, budget: int) -> Image.Image:
-    """The image scaled down (aspect kept) to at most ``budget`` pixels, sides multiples of 8."""
+def fit_to_budget(image: Image.Image, budget: int, minimum: int = 16) -> Image.Image:
+    """The image scaled down (aspect kept) to at most ``budget`` pixels, sides multiples of 8
+    and at least ``minimum``. A side held at the minimum (a thin image) shortens the other, so
+    the result never exceeds the budget."""
     width, height = image.size
     scale = min(1.0, math.sqrt(budget / (width * height)))
-    size = (max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8))
+    new_width = max(minimum, int(width * scale) // 8 * 8)
+    new_height = max(minimum, int(height * scale) // 8 * 8)
+    if new_width * new_height > budget:
+        if new_width <= new_height:
+            new_height = max(minimum, budget // new_width // 8 * 8)
+        else:
+            new_width = max(minimum, budget // new_height // 8 * 8)
+    size = (new_width, new_height)
     if size == image.size:
         return image
     log.info("input image %dx%d resized to %dx%d (budget %d pixels)", width, height, *size, budget)
@@ -98,6 +107,17 @@ class ImageToImage(PromptedDiffusion[ImageToImageParams]):
         checks.in_range("strength", params.strength, 0, 1)
         self.check_for_model(params)
 
+    def check_for_model(self, params: BaseModel) -> None:
+        """A side under two latent pixels fails inside the UNet (its group norm), so such an
+        image is refused up front, as upscale refuses one it cannot upscale."""
+        super().check_for_model(params)
+        if self.pipe is not None:
+            minimum = self.min_side()
+            checks.min_image_side("image", params.image.size, minimum)
+
+    def min_side(self) -> int:
+        return 2 * self.pipe.vae_scale_factor
+
     def predict(self, params: ImageToImageParams) -> GeneratedImages:
         self.check_for_model(params)
         count = params.num_images_per_prompt
@@ -116,7 +136,9 @@ class ImageToImage(PromptedDiffusion[ImageToImageParams]):
         with self.loras.applied(params.loras):
             images = self.generate(
                 **kwargs,
-                image=fit_to_budget(params.image, self.settings.image_pixel_budget),
+                image=fit_to_budget(
+                    params.image, self.settings.image_pixel_budget, self.min_side()
+                ),
                 guidance_scale=guidance,
                 num_inference_steps=steps,
                 num_images_per_prompt=count,

@@ -88,6 +88,37 @@ def test_fit_to_budget_rounds_sides_down_to_multiples_of_8():
 
 
 @pytest.mark.parametrize(
+    "size", [(16, 40_000), (40_000, 16), (8, 5_000_000), (1, 40_000_000), (3000, 7), (99, 9999)]
+)
+def test_fit_to_budget_never_exceeds_the_budget_for_thin_images(size):
+    """Issue 13, finding 14: 8x5,000,000 became 8x809,536, 6.2 times the budget."""
+    budget = 1024 * 1024
+    width, height = fit_to_budget(Image.new("1", size), budget).size
+    assert width * height <= budget
+    assert min(width, height) >= 16 and width % 8 == 0 and height % 8 == 0
+
+
+def test_a_thin_image_is_served_within_the_budget(make_settings):
+    settings = make_settings(pipeline="image-to-image", model_id=TINY_SD, image_pixel_budget=4096)
+    with serving(settings) as small:
+        image = edit(small, png((16, 2000)), seed="1").json()["images"][0]
+        assert decode_image(image["url"]).size == (16, 256)
+
+
+def test_sides_too_small_for_the_model_are_400(sd):
+    """Issue 13, finding 17: a side under 16 pixels was a 500 from the UNet's group norm;
+    upscale already refused such images."""
+    response = edit(sd, png((15, 64)))
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": {"msg": "image is 15x64 pixels; each side must be at least 16 pixels."}
+    }
+    smallest = edit(sd, png((16, 64)), seed="1")
+    assert smallest.status_code == 200
+    assert decode_image(smallest.json()["images"][0]["url"]).size == (16, 64)
+
+
+@pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"prompt": "  "}, "prompt must not be empty."),
