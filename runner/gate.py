@@ -49,6 +49,8 @@ PUBLIC_PATHS = frozenset(
     }
 )
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Seconds a request body may take before its average rate is checked against MIN_BODY_RATE.
+BODY_RATE_GRACE = 5.0
 log = logging.getLogger("runner.requests")
 
 
@@ -206,16 +208,22 @@ class Gate:
             raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes.")
         chunks: list[bytes] = []
         size = 0
-        deadline = asyncio.get_running_loop().time() + self.runtime.settings.body_timeout
+        settings = self.runtime.settings
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        deadline = started + settings.body_timeout
         while True:
-            remaining = deadline - asyncio.get_running_loop().time()
+            now = clock()
+            # A body trickling in holds a place: past a short grace it must keep a minimum
+            # average rate, checked at least once a second.
+            wait = deadline - now
+            if settings.min_body_rate:
+                wait = min(wait, max(started + BODY_RATE_GRACE - now, 1.0))
             try:
-                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
+                message = await asyncio.wait_for(receive(), timeout=max(wait, 0.001))
             except TimeoutError:
-                raise InvalidInput(
-                    f"Request body not received within {self.runtime.settings.body_timeout:g} "
-                    "seconds."
-                ) from None
+                self._check_body_progress(size, started, clock())
+                continue
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
@@ -225,6 +233,21 @@ class Gate:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+            self._check_body_progress(size, started, clock())
+
+    def _check_body_progress(self, size: int, started: float, now: float) -> None:
+        settings = self.runtime.settings
+        elapsed = now - started
+        if elapsed >= settings.body_timeout:
+            raise InvalidInput(
+                f"Request body not received within {settings.body_timeout:g} seconds."
+            )
+        rate = settings.min_body_rate
+        if rate and elapsed > BODY_RATE_GRACE and size < rate * elapsed:
+            raise InvalidInput(
+                f"Request body arriving too slowly: {size} bytes in {elapsed:.0f} seconds; "
+                f"the minimum is {rate} bytes a second after the first {BODY_RATE_GRACE:g}."
+            )
 
     async def _refuse(self, error: RunnerError, send: Send) -> None:
         headers = []

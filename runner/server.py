@@ -15,8 +15,10 @@ import threading
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from runner.app import create_app
+from runner.connections import ConnectionLimits, connection_cap, guarded_protocol
 from runner.settings import Settings
 
 log = logging.getLogger("runner")
@@ -55,18 +57,25 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: object) -> uvicorn.Config:
+    """uvicorn as the runner runs it: its h11 protocol with the runner's connection limits."""
+    limits = ConnectionLimits(settings.header_timeout, connection_cap(settings.max_connections))
+    values: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        "timeout_keep_alive": 30,
+        "http": guarded_protocol(limits),
+    }
+    values.update(overrides)
+    return uvicorn.Config(app, **values)
+
+
 def serve(settings: Settings) -> None:
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=settings.shutdown_grace,
-        timeout_keep_alive=30,
-    )
-    server = Server(config, settings.shutdown_grace)
+    server = Server(uvicorn_config(app, settings), settings.shutdown_grace)
 
     def stop_admitting() -> None:
         app.state.runtime.shutting_down = True

@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         60.0, gt=0, description="Seconds a client has to send its whole request body."
     )
+    min_body_rate: int = Field(
+        16 * 1024,
+        ge=0,
+        description="Bytes a second a request body must average after its first 5 s; 0: off.",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a connection has to send a whole request head."
+    )
+    max_connections: int = Field(
+        1000, ge=8, description="Open connections; lowered below the file-descriptor limit."
+    )
     max_image_bytes: int = Field(10 * MiB, ge=1024)
     max_audio_bytes: int = Field(50 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64 * 64, description="Largest upload, in pixels.")

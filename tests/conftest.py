@@ -18,6 +18,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from runner.app import create_app
+from runner.server import uvicorn_config
 from runner.settings import Settings
 from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, build
 
@@ -84,7 +85,8 @@ def served_over_tcp(settings: Settings) -> Iterator[tuple[str, object]]:
     and the app at hand to watch its state. Yields its URL and the app once it is IDLE."""
     app = create_app(settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
