@@ -89,15 +89,20 @@ def prompt_slots(pipe: Any) -> int:
 def split_prompt(field: str, text: str, slots: int) -> dict[str, str]:
     """``"a|b"`` -> ``{field: "a", field_2: "b"}`` for a pipeline with several text encoders.
 
-    A pipeline with one text encoder takes the text as it is, ``|`` included.
+    A pipeline with one text encoder takes the text as it is, ``|`` included. Parts beyond
+    the model's encoders are left out with a log line, as ai-runner lets them through.
     """
     if slots == 1:
         return {field: text}
     parts = [part.strip() for part in text.split("|")]
     if len(parts) > slots:
-        raise InvalidInput(
-            f"{field} has {len(parts)} '|'-separated prompts but this model takes at most {slots}."
+        log.info(
+            "%s has %d '|'-separated prompts but this model takes at most %d; the rest are ignored",
+            field,
+            len(parts),
+            slots,
         )
+        parts = parts[:slots]
     return {field if i == 0 else f"{field}_{i + 1}": part for i, part in enumerate(parts)}
 
 
@@ -260,11 +265,6 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         family = self.family
         if family is None:
             return
-        if not family.negative_prompt and getattr(params, "negative_prompt", ""):
-            raise InvalidInput(
-                f"negative_prompt: {family.name} models do not take a negative prompt; "
-                "leave it empty."
-            )
         for side in ("width", "height"):
             value = getattr(params, side, None)
             if value is not None and value % family.size_multiple:
@@ -298,9 +298,12 @@ class PromptedDiffusion(DiffusionPipeline[ParamsT]):
     def prompts(self, params: BaseModel) -> dict[str, str]:
         """The request's prompt and negative prompt, split over the model's text encoders."""
         kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
-        if params.negative_prompt:
-            kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
-        return kwargs
+        if not params.negative_prompt:
+            return kwargs
+        if self.family is not None and not self.family.negative_prompt:
+            log.info("negative_prompt ignored: %s models do not take one", self.family.name)
+            return kwargs
+        return kwargs | split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
 
 
 def read_model_index(files: ModelFiles) -> dict:
