@@ -58,9 +58,13 @@ class GeneratedImages:
 
 
 def image_seeds(seed: int | None, count: int) -> list[int]:
-    """Image i of a request with seed s uses s + i; no seed picks one at random."""
+    """Image i of a request with seed s uses s + i; no seed picks one at random.
+
+    The sum wraps within int64 as the caller's Go ints do: go-livepeer decodes each answer's
+    seed into an int, and one past int64 would make it drop the whole answer. The wrapped
+    seed names the same generator state (seeds are taken modulo 2**64)."""
     base = random.randrange(2**32) if seed is None else seed
-    return [base + i for i in range(count)]
+    return [(base + i + 2**63) % 2**64 - 2**63 for i in range(count)]
 
 
 def generators(device: str, seeds: list[int]) -> list[torch.Generator]:
