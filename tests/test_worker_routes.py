@@ -328,6 +328,12 @@ def test_text_to_speech(text_to_speech):
         assert wav.getnframes() > 0 and wav.getnchannels() == 1
 
 
+def test_text_to_speech_without_text_is_a_declared_error(text_to_speech):
+    """TextToSpeechParams.Text is an omitempty pointer: a caller may leave it out."""
+    error = failed(text_to_speech.json("/text-to-speech", model_id=TINY_MMS_TTS), 400)
+    assert error.startswith("text-to-speech container returned 400: ")
+
+
 def test_a_file_name_as_the_caller_gave_it(image_to_text):
     """CreateFormFile writes the caller's file name as it is: empty, quoted or not ASCII."""
     for name in ("", 'say "cheese".png', "фото.png", "no-extension"):
