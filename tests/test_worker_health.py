@@ -5,6 +5,7 @@ destroy, so the runner's tests below can fail."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -15,10 +16,11 @@ import httpx
 import pytest
 import uvicorn
 from conftest import free_port
-from go_worker import ContainerWatch, GoWorker, RunnerStartFailed, succeeded
+from go_worker import ContainerWatch, GoWorker, RunnerStartFailed, multipart_request, succeeded
+from PIL import Image
 
 from runner.app import create_app
-from runner.tiny_models import TINY_SD
+from runner.tiny_models import TINY_BLIP, TINY_SD
 
 CLOCK = 0.1  # 5 s polls -> 0.5 s, the 3-minute LOADING limit -> 18 s
 STAND_IN_CLOCK = 0.005  # the stand-ins answer at once: 25 ms polls, a 0.9 s LOADING limit
@@ -164,6 +166,26 @@ def test_a_warm_runner_loads_joins_the_pool_on_idle_and_stays_while_busy(make_se
         assert watch.destroyed is None, watch.report()
         assert all(not poll.outcome.startswith(("error", "http")) for poll in watch.polls)
         assert max(poll.took for poll in watch.polls) < watch.seconds(5), watch.report()
+
+
+def test_a_cold_container_gets_its_job_while_it_still_loads(make_settings):
+    """docker.go Borrow -> createContainer(keepWarm=false): runnerWaitUntilReady returns at
+    the first 200, LOADING included, and the job is sent at once: it waits for the load and
+    is served."""
+    settings = make_settings(pipeline="image-to-text", model_id=TINY_BLIP, warmup=True)
+    with runner_on_a_socket(settings) as url, watching(url, CLOCK) as watch:
+        watch.keep_warm = False
+        assert watch.start() is True, watch.report()
+        done = watch.borrow()
+        watch.watch()
+        with httpx.Client(base_url=url, timeout=120) as http:
+            image = io.BytesIO()
+            Image.new("RGB", (48, 40), (200, 30, 30)).save(image, "PNG")
+            body = multipart_request("/image-to-text", ("a.png", image.getvalue()), model_id="")
+            assert isinstance(succeeded(GoWorker(http).send("/image-to-text", *body))["text"], str)
+        done.set()
+        watch.wait_for(lambda: watch.in_pool, 10)
+        assert watch.destroyed is None, watch.report()
 
 
 def test_a_runner_whose_load_fails_is_destroyed_at_its_first_error(make_settings):
