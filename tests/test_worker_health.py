@@ -145,6 +145,11 @@ def test_a_warm_runner_loads_joins_the_pool_on_idle_and_stays_while_busy(make_se
     with runner_on_a_socket(settings) as url, watching(url, CLOCK) as watch:
         assert watch.start() is True, watch.report()
         assert not watch.in_pool
+        # container.go NewRunnerContainer, still LOADING: /hardware/info within 5 s, /version.
+        worker = GoWorker(watch.http)
+        info = succeeded(worker.get("/hardware/info", timeout=watch.seconds(5)))
+        assert info["pipeline"] == "text-to-image" and info["model_id"] == TINY_SD
+        assert succeeded(worker.get("/version"))["model_id"] == TINY_SD
         watch.watch()
         watch.wait_for(lambda: watch.in_pool, 180)
         assert watch.events[-1] == "returned to the pool: IDLE"
