@@ -24,14 +24,19 @@ from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.audio_to_text")
 
+# As ai-runner reads the field (routes/audio_to_text.py parse_return_timestamps), any case.
 TIMESTAMP_MODES: dict[str, bool | str] = {
     "true": True,
+    "1": True,
     "sentence": True,
     "word": "word",
     "false": False,
+    "0": False,
 }
 SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: nothing to transcribe below this
-DURATION_TOLERANCE = 1.0  # seconds between metadata's duration and the decoded one
+# The gateway sends whole seconds (server/ai_process.go submitAudioToText truncates ffprobe's
+# duration), so a declared duration up to a second short of the decoded one is expected.
+DURATION_TOLERANCE = 1.0
 
 
 class AudioToTextParams(BaseModel):
@@ -64,6 +69,29 @@ class TextResponse(BaseModel):
 
     text: str = Field(description="The generated text.")
     chunks: list[Chunk] = Field(description="The generated text chunks.")
+
+
+def declared_duration(metadata: str) -> float | None:
+    """The ``duration`` in the request's metadata, in seconds: a number or a numeric string,
+    read as ai-runner reads it (float()); the gateway sends whole seconds as a string
+    (server/ai_process.go submitAudioToText: ``{"duration": "12"}``)."""
+    try:
+        values = json.loads(metadata or "{}")
+    except ValueError:
+        raise InvalidInput("metadata must be a JSON object, and is not valid JSON.") from None
+    if not isinstance(values, dict):
+        raise InvalidInput("metadata must be a JSON object.")
+    declared = values.get("duration")
+    if declared is None:
+        return None
+    try:
+        if isinstance(declared, list | dict):
+            raise TypeError
+        return float(declared)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"metadata duration must be a number of seconds, got {json.dumps(declared)}."
+        ) from None
 
 
 class AudioToText(Pipeline[AudioToTextParams, TextResponse]):
@@ -114,24 +142,17 @@ class AudioToText(Pipeline[AudioToTextParams, TextResponse]):
         mode = params.return_timestamps.strip().lower()
         if mode not in TIMESTAMP_MODES:
             raise InvalidInput(
-                "return_timestamps must be one of 'true', 'sentence', 'word' or 'false', "
-                f"got {params.return_timestamps!r}."
+                "return_timestamps must be one of 'true', 'sentence', 'word', 'false', '1' or "
+                f"'0', got {params.return_timestamps!r}."
             )
-        try:
-            metadata = json.loads(params.metadata or "{}")
-        except ValueError:
-            raise InvalidInput("metadata must be a JSON object, and is not valid JSON.") from None
-        if not isinstance(metadata, dict):
-            raise InvalidInput("metadata must be a JSON object.")
-        if "duration" in metadata:
-            declared = metadata["duration"]
-            if isinstance(declared, bool) or not isinstance(declared, int | float):
-                raise InvalidInput("metadata duration must be a number of seconds.")
-            actual = params.audio.duration
-            if abs(declared - actual) > DURATION_TOLERANCE:
-                raise InvalidInput(
-                    f"metadata duration is {declared:g} s but the audio lasts {actual:.2f} s."
-                )
+        declared = declared_duration(params.metadata)
+        actual = params.audio.duration
+        if declared is not None and not abs(declared - actual) <= DURATION_TOLERANCE:
+            log.info(
+                "metadata duration is %g s but the audio lasts %.2f s; transcribing all of it",
+                declared,
+                actual,
+            )
 
     def predict(self, params: AudioToTextParams) -> TextResponse:
         samples = params.audio.samples

@@ -59,9 +59,13 @@ class GeneratedImages:
 
 
 def image_seeds(seed: int | None, count: int) -> list[int]:
-    """Image i of a request with seed s uses s + i; no seed picks one at random."""
+    """Image i of a request with seed s uses s + i; no seed picks one at random.
+
+    The sum wraps within int64 as the caller's Go ints do: go-livepeer decodes each answer's
+    seed into an int, and one past int64 would make it drop the whole answer. The wrapped
+    seed names the same generator state (seeds are taken modulo 2**64)."""
     base = random.randrange(2**32) if seed is None else seed
-    return [base + i for i in range(count)]
+    return [(base + i + 2**63) % 2**64 - 2**63 for i in range(count)]
 
 
 def generators(device: str, seeds: list[int]) -> list[torch.Generator]:
@@ -90,15 +94,20 @@ def prompt_slots(pipe: Any) -> int:
 def split_prompt(field: str, text: str, slots: int) -> dict[str, str]:
     """``"a|b"`` -> ``{field: "a", field_2: "b"}`` for a pipeline with several text encoders.
 
-    A pipeline with one text encoder takes the text as it is, ``|`` included.
+    A pipeline with one text encoder takes the text as it is, ``|`` included. Parts beyond
+    the model's encoders are left out with a log line, as ai-runner lets them through.
     """
     if slots == 1:
         return {field: text}
     parts = [part.strip() for part in text.split("|")]
     if len(parts) > slots:
-        raise InvalidInput(
-            f"{field} has {len(parts)} '|'-separated prompts but this model takes at most {slots}."
+        log.info(
+            "%s has %d '|'-separated prompts but this model takes at most %d; the rest are ignored",
+            field,
+            len(parts),
+            slots,
         )
+        parts = parts[:slots]
     return {field if i == 0 else f"{field}_{i + 1}": part for i, part in enumerate(parts)}
 
 
@@ -267,11 +276,6 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         family = self.family
         if family is None:
             return
-        if not family.negative_prompt and getattr(params, "negative_prompt", ""):
-            raise InvalidInput(
-                f"negative_prompt: {family.name} models do not take a negative prompt; "
-                "leave it empty."
-            )
         for side in ("width", "height"):
             value = getattr(params, side, None)
             if value is not None and value % family.size_multiple:
@@ -305,9 +309,12 @@ class PromptedDiffusion(DiffusionPipeline[ParamsT]):
     def prompts(self, params: BaseModel) -> dict[str, str]:
         """The request's prompt and negative prompt, split over the model's text encoders."""
         kwargs = split_prompt("prompt", params.prompt, self.prompt_slots)
-        if params.negative_prompt:
-            kwargs |= split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
-        return kwargs
+        if not params.negative_prompt:
+            return kwargs
+        if self.family is not None and not self.family.negative_prompt:
+            log.info("negative_prompt ignored: %s models do not take one", self.family.name)
+            return kwargs
+        return kwargs | split_prompt("negative_prompt", params.negative_prompt, self.prompt_slots)
 
 
 def read_model_index(files: ModelFiles) -> dict:

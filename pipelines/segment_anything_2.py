@@ -85,7 +85,7 @@ class Prompts:
 class Segmentation:
     masks: np.ndarray  # (N, H, W): logits, or 0/1
     scores: np.ndarray  # (N,), descending
-    logits: np.ndarray | None  # (N, 256, 256) when asked for
+    logits: np.ndarray  # (N, 256, 256): always, as ai-runner answers (return_logits or not)
 
 
 def _json_field(name: str, text: str | None) -> Any:
@@ -256,15 +256,13 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
         return Segmentation(
             masks=masks[order] if params.return_logits else masks[order].astype(np.uint8),
             scores=scores[order],
-            logits=low_res.cpu().numpy()[order] if params.return_logits else None,
+            logits=low_res.cpu().numpy()[order],
         )
 
     def encode(self, output: Segmentation) -> MasksResponse:
         import orjson
 
-        def dumps(array: np.ndarray | None) -> str:
-            if array is None:
-                return "[]"
+        def dumps(array: np.ndarray) -> str:
             if array.dtype.kind == "f":  # full-size float masks run to megabytes
                 array = array.astype(np.float32).round(LOGIT_DECIMALS)
             return orjson.dumps(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from conftest import serving
@@ -81,13 +83,33 @@ def test_silence_is_an_empty_transcript(client):
     assert response.json() == {"text": "", "chunks": []}
 
 
-def test_metadata_duration_is_checked_against_the_audio(client):
-    assert transcribe(client, metadata='{"duration": 4.0}').status_code == 200
-    response = transcribe(client, metadata='{"duration": 60}')
-    assert response.status_code == 400
-    assert response.json() == {
-        "detail": {"msg": "metadata duration is 60 s but the audio lasts 4.00 s."}
-    }
+@pytest.mark.parametrize(
+    "metadata", ['{"duration": "4"}', '{"duration": 4.0}', '{"duration": null}']
+)
+def test_metadata_duration_is_a_number_or_a_numeric_string(client, metadata):
+    """The gateway sends whole seconds as a string (go-livepeer server/ai_process.go
+    submitAudioToText); ai-runner reads the value with float() (routes/utils.py
+    parse_key_from_metadata)."""
+    assert transcribe(client, metadata=metadata).json() == transcribe(client).json()
+
+
+def test_a_duration_that_disagrees_with_the_audio_is_logged_not_refused(client, caplog):
+    with caplog.at_level(logging.INFO, logger="pipelines.audio_to_text"):
+        response = transcribe(client, metadata='{"duration": "60"}')
+    assert response.status_code == 200, response.text
+    assert response.json() == transcribe(client).json()
+    assert "metadata duration is 60 s but the audio lasts 4.00 s" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("spelling", "same_as"),
+    [("1", "true"), ("TRUE", "true"), ("Sentence", "true"), ("0", "false"), ("WORD", "word")],
+)
+def test_return_timestamps_spelled_as_ai_runner_takes_them(client, spelling, same_as):
+    """ai-runner routes/audio_to_text.py parse_return_timestamps: "1"/"0" and any case."""
+    response = transcribe(client, return_timestamps=spelling)
+    assert response.status_code == 200, response.text
+    assert response.json() == transcribe(client, return_timestamps=same_as).json()
 
 
 @pytest.mark.parametrize(
@@ -95,10 +117,14 @@ def test_metadata_duration_is_checked_against_the_audio(client):
     [
         ({"metadata": "{not json"}, "metadata must be a JSON object, and is not valid JSON."),
         ({"metadata": "[1, 2]"}, "metadata must be a JSON object."),
-        ({"metadata": '{"duration": "long"}'}, "metadata duration must be a number of seconds."),
+        (
+            {"metadata": '{"duration": "long"}'},
+            'metadata duration must be a number of seconds, got "long".',
+        ),
         (
             {"return_timestamps": "yes"},
-            "return_timestamps must be one of 'true', 'sentence', 'word' or 'false', got 'yes'.",
+            "return_timestamps must be one of 'true', 'sentence', 'word', 'false', '1' or '0', "
+            "got 'yes'.",
         ),
     ],
 )

@@ -127,9 +127,17 @@ def test_sd3_feeds_up_to_three_prompts_to_its_three_encoders(sd3):
     assert pixels(pair[1]["url"]) != pixels(pair[0]["url"])
     negative = generate(sd3, prompt="a cat", negative_prompt="ugly|blurry|dark", **base)[0]
     assert pixels(negative["url"]) != pixels(one["url"])
-    assert refused(sd3, prompt="a|b|c|d") == (
-        "prompt has 4 '|'-separated prompts but this model takes at most 3."
-    )
+
+
+def test_prompt_parts_beyond_the_encoders_are_ignored_with_a_log_line(sd3, caplog):
+    """ai-runner lets extra parts through (pipelines/utils/utils.py split_prompt); part C of
+    issue 12: accepted, logged."""
+    base = dict(seed=2, num_inference_steps=2)
+    three = generate(sd3, prompt="a cat|a dog|a cow", **base)[0]
+    with caplog.at_level(logging.INFO, logger="pipelines.diffusion"):
+        four = generate(sd3, prompt="a cat|a dog|a cow|a hen", **base)[0]
+    assert pixels(four["url"]) == pixels(three["url"])
+    assert "prompt has 4 '|'-separated prompts but this model takes at most 3" in caplog.text
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +160,17 @@ def test_flux_schnell_generates_in_its_own_steps(flux):
     assert denoiser_calls(flux, body | {"num_inference_steps": 2}) == 2
 
 
-def test_flux_refuses_a_negative_prompt_and_sizes_it_cannot_make(flux):
-    assert refused(flux, negative_prompt="blurry") == (
-        "negative_prompt: FLUX.1 schnell models do not take a negative prompt; leave it empty."
-    )
+def test_flux_ignores_a_negative_prompt_with_a_log_line(flux, caplog):
+    """ai-runner drops it for FLUX (pipelines/text_to_image.py); part C of issue 12."""
+    plain = generate(flux, seed=5)[0]
+    with caplog.at_level(logging.INFO, logger="pipelines.diffusion"):
+        negative = generate(flux, seed=5, negative_prompt="blurry|dark")[0]
+    assert pixels(negative["url"]) == pixels(plain["url"])
+    assert "negative_prompt ignored: FLUX.1 schnell models do not take one" in caplog.text
+
+
+def test_flux_refuses_sizes_it_cannot_make(flux):
+    """The image would not be the size asked for: this refusal stays."""
     assert refused(flux, width=72) == (
         "width must be a multiple of 16 for FLUX.1 schnell models, got 72."
     )

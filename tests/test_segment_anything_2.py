@@ -54,10 +54,15 @@ def test_three_masks_at_image_size_sorted_by_score(client):
     assert parsed(segment(client))["scores"].tolist() == result["scores"].tolist()
 
 
-def test_binary_masks_and_no_logits_when_return_logits_is_false(client):
+def test_return_logits_false_binarises_the_masks_and_still_returns_the_logits(client):
+    """ai-runner routes/segment_anything_2.py always answers the low-resolution logits;
+    return_logits only changes the masks (SAM2ImagePredictor.predict)."""
+    logits = parsed(segment(client))
     result = parsed(segment(client, return_logits="false"))
     assert set(np.unique(result["masks"])) <= {0, 1}
-    assert result["logits"].size == 0
+    assert result["masks"].shape == (3, HEIGHT, WIDTH)
+    assert result["logits"].shape == (3, 256, 256)
+    assert result["logits"].tolist() == logits["logits"].tolist()
 
 
 def test_single_mask_output(client):

@@ -90,12 +90,14 @@ def test_sdxl_takes_its_lora(sdxl_client):
     assert pixels(generate(sdxl_client, seed=9, loras="")[0]["url"]) == pixels(plain["url"])
 
 
-def test_sdxl_refuses_more_prompts_than_encoders(sdxl_client):
-    response = sdxl_client.post("/text-to-image", json={"prompt": "a|b|c", **SMALL})
-    assert response.status_code == 400
-    assert response.json() == {
-        "detail": {"msg": "prompt has 3 '|'-separated prompts but this model takes at most 2."}
-    }
+def test_sdxl_ignores_prompts_beyond_its_two_encoders(sdxl_client):
+    """ai-runner passes them on (pipelines/utils/utils.py split_prompt); issue 12 part C."""
+    two = generate(sdxl_client, prompt="a|b", seed=9)[0]
+    three = generate(sdxl_client, prompt="a|b|c", negative_prompt="d|e|f", seed=9)[0]
+    assert pixels(three["url"]) == pixels(
+        generate(sdxl_client, prompt="a|b", negative_prompt="d|e", seed=9)[0]["url"]
+    )
+    assert pixels(three["url"]) != pixels(two["url"])
 
 
 def test_requests_running_at_once_each_get_what_they_asked_for(make_settings):
