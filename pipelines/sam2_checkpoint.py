@@ -474,7 +474,12 @@ def load_meta_checkpoint(
     stamp = checkpoint.stamp()
     if _kept(folder, stamp):
         log.info("loading %s from its conversion to transformers' format in %s", source, folder)
-        return Sam2Model.from_pretrained(folder, local_files_only=True)
+        try:
+            return Sam2Model.from_pretrained(folder, local_files_only=True)
+        except Exception as exc:  # a damaged kept copy: the checkpoint itself is still there
+            log.warning(
+                "the kept conversion in %s cannot be loaded (%s): converting again", folder, exc
+            )
     started = time.perf_counter()
     log.info("converting %s (Meta's sam2 format) to transformers' Sam2Model", source)
     model = convert(checkpoint, source)

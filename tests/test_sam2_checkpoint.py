@@ -120,6 +120,18 @@ def test_a_changed_checkpoint_is_converted_again(make_settings, meta_dir, caplog
     assert "converting tiny-random/sam2-hiera-large's sam2_hiera_large.pt" in caplog.text
 
 
+def test_a_damaged_kept_conversion_is_made_again(make_settings, meta_dir, caplog):
+    with serving(sam2_settings(make_settings, meta_dir)) as client:
+        first = segment(client)
+    kept = conversion_folder(meta_dir, TINY_SAM2_META, locate_model(meta_dir, TINY_SAM2_META))
+    (kept / "model.safetensors").write_bytes(b"not safetensors")
+    caplog.set_level(logging.INFO)
+    with serving(sam2_settings(make_settings, meta_dir)) as client:
+        np.testing.assert_array_equal(segment(client)["masks"], first["masks"])
+    assert "cannot be loaded" in caplog.text and "converting again" in caplog.text
+    assert (kept / "model.safetensors").stat().st_size > 1000
+
+
 def failure(make_settings, model_dir: Path) -> str:
     with serving(sam2_settings(make_settings, model_dir)) as client:
         assert client.get("/health").json()["status"] == "ERROR"
