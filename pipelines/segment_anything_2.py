@@ -13,6 +13,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
+from pipelines.sam2_checkpoint import MetaCheckpoint, find_meta_checkpoint, load_meta_checkpoint
 from runner.device import prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
@@ -161,24 +162,38 @@ def parse_prompts(params: SegmentAnything2Params) -> Prompts:
     return Prompts(points, labels, box, mask)
 
 
-def transformers_checkpoint(model_dir: Path, model_id: str) -> tuple[str, Path]:
-    """The repository to load: ``model_id`` itself when it is in transformers' format, else
-    its conversion ``<model_id>-hf`` (facebook/sam2-hiera-large holds a checkpoint for Meta's
-    sam2 package; facebook/sam2-hiera-large-hf is the same model for transformers)."""
+@dataclass(frozen=True)
+class Sam2Source:
+    """The snapshot SAM 2 loads from: in transformers' format, or Meta's checkpoint."""
+
+    repo: str
+    path: Path
+    meta: MetaCheckpoint | None  # Meta's checkpoint, converted at load
+
+
+def locate_sam2(model_dir: Path, model_id: str) -> Sam2Source:
+    """``model_id`` itself, in transformers' format or as Meta's checkpoint (what ai-runner's
+    download script fetches for facebook/sam2-hiera-large), else its transformers conversion
+    ``<model_id>-hf`` (facebook/sam2-hiera-large-hf)."""
     converted = f"{model_id}-hf"
     try:
         path = locate_model(model_dir, model_id)
-        if (path / "config.json").exists():
-            return model_id, path
     except ModelNotFound:
         pass
+    else:
+        if (path / "config.json").exists():
+            return Sam2Source(model_id, path, None)
+        meta = find_meta_checkpoint(path)
+        if meta is not None:
+            return Sam2Source(model_id, path, meta)
     try:
-        return converted, locate_model(model_dir, converted)
+        return Sam2Source(converted, locate_model(model_dir, converted), None)
     except ModelNotFound:
         raise ModelNotFound(
-            f"neither {model_id} in transformers' format nor its conversion {converted} is in "
-            f"MODEL_DIR={model_dir}; download it first with "
-            f"`hf download {converted} --cache-dir {model_dir}`"
+            f"neither {model_id} (Meta's checkpoint, or transformers' format) nor its "
+            f"conversion {converted} is in MODEL_DIR={model_dir}; download it first with "
+            f"`hf download {model_id} --include '*.pt' --include '*.yaml' --cache-dir "
+            f"{model_dir}`"
         ) from None
 
 
@@ -196,23 +211,30 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
 
     model: Any = None
     processor: Any = None
+    origin = ""  # " from Meta's <checkpoint>" when converted at load
 
     def load(self) -> None:
         from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor
 
-        repo, path = transformers_checkpoint(self.settings.model_dir, self.model_id)
+        source = locate_sam2(self.settings.model_dir, self.model_id)
+        repo, path = source.repo, source.path
         files = prepare_model(self.settings, repo, path)
         self.device, self.placement, self.repo = files.device, files.placement, repo
         shipped = ("processor_config.json", "preprocessor_config.json")
         if any((path / name).exists() for name in shipped):
             self.processor = Sam2Processor.from_pretrained(repo, **files.source)
-        else:  # the -hf conversions ship no processor files: SAM 2's own preprocessing
+        else:  # Meta's checkpoint and the -hf conversions: SAM 2's own preprocessing
             self.processor = Sam2Processor(image_processor=Sam2ImageProcessor())
-        self.model = Sam2Model.from_pretrained(repo, dtype=self.placement.dtype, **files.source)
+        if source.meta is not None:
+            model = load_meta_checkpoint(self.settings.model_dir, repo, path, source.meta)
+            self.origin = f" from Meta's {source.meta.weights.name}"
+            self.model = model.to(self.placement.dtype)
+        else:
+            self.model = Sam2Model.from_pretrained(repo, dtype=self.placement.dtype, **files.source)
         self.model.to(self.device).eval()
 
     def describe(self) -> str:
-        loaded = "" if self.repo == self.model_id else f" from {self.repo}"
+        loaded = self.origin or ("" if self.repo == self.model_id else f" from {self.repo}")
         return f"{self.model_id}{loaded} ({type(self.model).__name__}, {self.placement.describe()})"
 
     def warmup(self) -> None:

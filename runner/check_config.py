@@ -16,6 +16,8 @@ import httpx
 from pipelines.acceleration import ACCELERATED_PIPELINES
 from pipelines.diffusion_families import lightning_unet
 from pipelines.registry import REGISTRY
+from pipelines.segment_anything_2 import locate_sam2
+from runner.errors import RunnerError
 from runner.hub import ModelNotFound, locate_model
 from runner.settings import Settings
 
@@ -92,19 +94,25 @@ def probe_health(url: str, token: str | None) -> str | None:
     return None
 
 
-def repositories(model_id: str) -> list[str]:
-    """The hub repositories a model needs (Lightning UNets load into the SDXL base)."""
+def repositories(model_id: str, model_dir: Path) -> list[str]:
+    """The hub repositories a model needs (Lightning UNets load into the SDXL base; SAM 2 is
+    Meta's checkpoint, as ai-runner's download script leaves it, or its -hf conversion)."""
     swap = lightning_unet(model_id)
     if swap is not None:
         return [swap.repo, SDXL_BASE]
-    if model_id.startswith("facebook/sam2") and not model_id.endswith("-hf"):
-        return [f"{model_id}-hf"]  # transformers reads the -hf conversion
+    if model_id.startswith("facebook/sam2"):
+        try:
+            return [locate_sam2(model_dir, model_id).repo]
+        except RunnerError:  # neither is there: report the id asked for
+            return [model_id]
     return [model_id]
 
 
 def weight_bytes(snapshot: Path) -> int:
-    """Bytes of the weights the runner loads: fp16 files where the model ships them."""
+    """Bytes of the weights the runner loads: fp16 files where the model ships them, and
+    Meta's ``.pt`` checkpoints where there is nothing else."""
     files = [p for p in snapshot.rglob("*") if p.suffix in {".safetensors", ".bin"}]
+    files = files or [p for p in snapshot.rglob("*.pt")]
     fp16 = [p for p in files if ".fp16" in p.name]
     return sum(p.stat().st_size for p in (fp16 or files))
 
@@ -151,7 +159,7 @@ def _check_entry(entry: dict, where: str, model_dir: Path, probe: Probe) -> list
         if reason:
             found.append(Finding("error", where, f"external runner {url}/health {reason}"))
     else:
-        for repo in repositories(model_id):
+        for repo in repositories(model_id, model_dir):
             try:
                 locate_model(model_dir, repo)
             except ModelNotFound as exc:
@@ -217,7 +225,7 @@ def _check_gpus(
 
 
 def _vram_estimate(model_dir: Path, pipeline: str, model_id: str) -> float | None:
-    repos = repositories(model_id)
+    repos = repositories(model_id, model_dir)
     if pipeline in SAFETY_CHECKED:
         repos.append(SAFETY_CHECKER)
     total = 0

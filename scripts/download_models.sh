@@ -199,10 +199,14 @@ fetch_model() {
       fi
       fetch "$SDXL_BASE" "SDXL base for Lightning, fp16" "model_index.json" "*/*.json" "*/*.txt" "*/*.fp16*.safetensors"
       ;;
-    facebook/sam2*)
-      # The runner reads SAM 2 through transformers: the -hf conversion of the checkpoint.
-      [[ "$model" == *-hf ]] || model="$model-hf"
+    facebook/sam2*-hf)
       fetch_transformers "$model" "SAM 2 in transformers' format"
+      return 0
+      ;;
+    facebook/sam2*)
+      # Meta's checkpoint and yaml, as ai-runner's script fetches them; the runner converts
+      # them to transformers' format at the first start and keeps the conversion.
+      fetch "$model" "SAM 2, Meta's checkpoint" "*.pt" "*.yaml"
       return 0
       ;;
     *)

@@ -160,3 +160,26 @@ def test_the_command_exits_non_zero_on_errors(model_dir, tmp_path, capsys):
     broken = tmp_path / "broken.json"
     broken.write_text("[")
     assert main(["check-config", str(broken), "--models-dir", str(model_dir)]) == 1
+
+
+def test_sam2_is_found_as_metas_checkpoint_or_its_transformers_conversion(tmp_path):
+    """ai-runner's runner/dl_checkpoints.sh fetches facebook/sam2-hiera-large's *.pt and *.yaml:
+    that is enough; a folder filled with the -hf conversion instead is fine too."""
+    from runner.tiny_models.hub_layout import snapshot_folder
+    from runner.tiny_models.vision import build_sam2_meta, build_sam2_meta_hf
+
+    entry = {"pipeline": "segment-anything-2", "model_id": "facebook/sam2-hiera-large"}
+    entries = [{**entry, "warm": True}]
+    missing = lines(check(entries, tmp_path / "empty", [H100]))
+    assert missing[0].startswith(
+        "error: entry 1 (segment-anything-2 facebook/sam2-hiera-large): model "
+        "facebook/sam2-hiera-large is not in MODEL_DIR="
+    )
+    converted = tmp_path / "converted"
+    build_sam2_meta_hf(snapshot_folder(converted, "facebook/sam2-hiera-large-hf", "1"), seed=0)
+    assert [f.level for f in check(entries, converted, [H100])] == ["info"]
+    meta = tmp_path / "meta"
+    build_sam2_meta(snapshot_folder(meta, "facebook/sam2-hiera-large", "1"), seed=0)
+    found = check(entries, meta, [H100])
+    assert [f.level for f in found] == ["info"]
+    assert "needs about" in str(found[0])

@@ -110,6 +110,20 @@ def test_lightning_takes_one_unet_and_the_sdxl_base(run):
     assert "*/*.fp16*.safetensors" in includes(calls[1])
 
 
+def test_sam2_is_metas_checkpoint_as_ai_runner_fetches_it(run):
+    """ai-runner's runner/dl_checkpoints.sh: `hf download facebook/sam2-hiera-large
+    --include "*.pt" --include "*.yaml"`; the runner converts it at its first start."""
+    done, calls = run("segment-anything-2")
+    assert done.returncode == 0, done.stderr
+    assert [(call[1], includes(call)) for call in calls] == [
+        ("facebook/sam2-hiera-large", ["*.pt", "*.yaml"])
+    ]
+    done, calls = run("facebook/sam2-hiera-large-hf")
+    assert done.returncode == 0, done.stderr
+    assert repos(calls) == ["facebook/sam2-hiera-large-hf"]
+    assert "*.safetensors" in includes(calls[0]) and "*.pt" not in includes(calls[0])
+
+
 def test_a_second_run_downloads_nothing(run):
     first, calls = run("openai/whisper-large-v3")
     assert first.returncode == 0 and repos(calls) == ["openai/whisper-large-v3"]
@@ -143,7 +157,7 @@ def test_dry_run_prints_and_fetches_nothing(run):
         "stabilityai/stable-video-diffusion-img2vid-xt-1-1",
         "stabilityai/stable-diffusion-x4-upscaler",
         "openai/whisper-large-v3",
-        "facebook/sam2-hiera-large-hf",
+        "facebook/sam2-hiera-large",
         "Salesforce/blip-image-captioning-large",
         "suno/bark",
         "CompVis/stable-diffusion-safety-checker",

@@ -43,6 +43,8 @@ TINY_SAFETY_CHECKER_STRICT = "tiny-random/safety-checker-flags-everything"
 TINY_BLIP = "tiny-random/blip-image-captioning"
 TINY_WHISPER = "tiny-random/whisper-large-v3"
 TINY_SAM2 = "tiny-random/sam2-hiera"
+TINY_SAM2_META = "tiny-random/sam2-hiera-large"
+TINY_SAM2_META_HF = "tiny-random/sam2-hiera-large-hf"
 TINY_MMS_TTS = "tiny-random/mms-tts-eng"
 TINY_BARK = "tiny-random/bark"
 
@@ -68,6 +70,12 @@ RECIPES: dict[str, Recipe] = {
     TINY_BLIP: Recipe(vision.build_blip, "BLIP captioning model (image-to-text)"),
     TINY_WHISPER: Recipe(speech.build_whisper, "Whisper large-v3 architecture (audio-to-text)"),
     TINY_SAM2: Recipe(vision.build_sam2, "SAM 2 with a Hiera backbone (segment-anything-2)"),
+    TINY_SAM2_META: Recipe(
+        vision.build_sam2_meta, "SAM 2 as Meta's checkpoint and yaml (segment-anything-2)"
+    ),
+    TINY_SAM2_META_HF: Recipe(
+        vision.build_sam2_meta_hf, "the same SAM 2 in transformers' format (its -hf twin)"
+    ),
     TINY_MMS_TTS: Recipe(speech.build_vits, "MMS-TTS, a VITS model (text-to-speech)"),
     TINY_BARK: Recipe(speech.build_bark, "Bark with one voice preset (text-to-speech)"),
 }
