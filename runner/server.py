@@ -18,6 +18,7 @@ import uvicorn
 
 from runner.app import create_app
 from runner.settings import Settings
+from runner.warmup import process_started
 
 log = logging.getLogger("runner")
 
@@ -57,6 +58,7 @@ def _exit_now() -> None:
 
 def serve(settings: Settings) -> None:
     app = create_app(settings)
+    app.state.runtime.started = process_started()  # go-livepeer's clock starts with the container
     config = uvicorn.Config(
         app,
         host=settings.host,
