@@ -66,6 +66,8 @@ class AccelerationReport:
 
 class Compiler(Protocol):
     name: str
+    # Its compiling needs the device alone: requests wait while the warm-up runs.
+    exclusive: bool
 
     def options(self) -> str: ...
 
@@ -101,6 +103,9 @@ class StableFast:
         config.enable_triton = cuda and _installed("triton")
         config.enable_xformers = cuda and _installed("xformers")
         self.config = config
+        # A CUDA graph capture fails (and fails the other thread) when another thread
+        # allocates or copies on the device meanwhile.
+        self.exclusive = config.enable_cuda_graph
 
     def options(self) -> str:
         c = self.config
@@ -134,6 +139,7 @@ class TorchCompile:
     """``torch.compile`` of the denoiser, in place, counting the graphs it compiles."""
 
     name = "torch.compile"
+    exclusive = False  # inductor's default mode captures no CUDA graphs
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
@@ -258,6 +264,46 @@ def _switch(compiled: Callable[..., Any], plain: Callable[..., Any]) -> Callable
     return call
 
 
+class WarmUpGate:
+    """Keeps requests and the warm-up's runs apart, for a compiler that needs the device to
+    itself while it compiles: a warm-up run waits for the requests running to end, and
+    requests arriving meanwhile wait for it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._requests = 0
+        self._warming = False
+        self.waiting = 0  # requests waiting for a warm-up run
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        with self._cond:
+            if self._warming:
+                log.info("a request waits for the warm-up: compiling needs the device alone")
+                self.waiting += 1
+                self._cond.wait_for(lambda: not self._warming)
+                self.waiting -= 1
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._requests -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def warm_up(self) -> Iterator[None]:
+        with self._cond:
+            self._warming = True
+            self._cond.wait_for(lambda: self._requests == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._warming = False
+                self._cond.notify_all()
+
+
 class Acceleration:
     """SFAST and DEEPCACHE as applied to one loaded pipeline (nothing, when neither is set)."""
 
@@ -270,6 +316,7 @@ class Acceleration:
         # Requests run compiled: from the end of the warm-up (at once with WARMUP=false).
         self.active = False
         self._exclusive = threading.Lock()
+        self.warm_up_gate = WarmUpGate()
         self._modules: ModuleAttributes | None = None
         self._plain: list[dict[str, Any]] = []
 
@@ -427,13 +474,25 @@ class Acceleration:
         DeepCache patches the shared UNet while it is on, so with DeepCache set up requests
         run one at a time (also those too short for it, which must see the plain UNet). The
         compiled pipeline runs the warm-up, and the requests once it is active."""
-        with self._exclusive if self.deepcache is not None else contextlib.nullcontext():
+        with (
+            self._exclusive if self.deepcache is not None else contextlib.nullcontext(),
+            self._beside_the_warm_up(),
+        ):
             compiled = self.compiler is not None and (self.active or _warming_here.get())
             token = _compiled_here.set(compiled)
             try:
                 return self._run(call, steps, shape, view, compiled)
             finally:
                 _compiled_here.reset(token)
+
+    def _beside_the_warm_up(self) -> contextlib.AbstractContextManager[None]:
+        """Where compiling needs the device alone, the warm-up's runs and the requests
+        arriving before the compiled pipeline serves take turns."""
+        if self.compiler is None or not self.compiler.exclusive:
+            return contextlib.nullcontext()
+        if _warming_here.get():
+            return self.warm_up_gate.warm_up()
+        return contextlib.nullcontext() if self.active else self.warm_up_gate.request()
 
     def _run(self, call: Callable[[], T], steps: int, shape: str, view: Any, compiled: bool) -> T:
         deepcache = self.deepcache is not None and self._deepcache_for(steps)

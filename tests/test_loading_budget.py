@@ -213,3 +213,31 @@ def test_a_warm_up_that_fails_before_the_deadline_fails_the_load_and_after_it_is
     while not reported and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [str(exc) for exc in reported] == ["broken later"] and not late.running
+
+
+def test_where_compiling_needs_the_device_alone_requests_wait_for_each_warm_up_run(
+    make_settings, plain, gated, tmp_path, caplog, monkeypatch
+):
+    """As stable-fast capturing CUDA graphs: another thread's device work during a capture
+    fails both. The test's compiler is torch.compile, marked as needing the device alone."""
+    from pipelines.acceleration import TorchCompile
+
+    monkeypatch.setattr(TorchCompile, "exclusive", True)
+    caplog.set_level(logging.INFO)
+    settings = compiling_settings(make_settings, tmp_path, loading_budget=0)
+    with serving(settings, wait=False) as client:
+        assert wait_for_status(client, {"IDLE", "ERROR"}, timeout=60) == "IDLE"
+        assert gated.compiling.wait(60)
+        gate = client.app.state.runtime.pipeline.acceleration.warm_up_gate
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(generate, client)
+            deadline = time.monotonic() + 60
+            while gate.waiting != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert gate.waiting == 1 and not answer.done()
+            assert client.get("/health").json()["status"] == "OK"
+            gated.gate.set()
+            url = answer.result(timeout=120)
+        assert max_pixel_difference(url, generate(plain)) <= 2
+        wait_for_metric(client, "runner_compiled_model_active", 1.0)
+    assert "a request waits for the warm-up: compiling needs the device alone" in caplog.text
