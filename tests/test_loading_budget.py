@@ -241,3 +241,28 @@ def test_where_compiling_needs_the_device_alone_requests_wait_for_each_warm_up_r
         assert max_pixel_difference(url, generate(plain)) <= 2
         wait_for_metric(client, "runner_compiled_model_active", 1.0)
     assert "a request waits for the warm-up: compiling needs the device alone" in caplog.text
+
+
+def test_the_container_command_serves_while_it_compiles_past_the_budget(runner_process, tmp_path):
+    import httpx
+
+    runner = runner_process(
+        SFAST="true",
+        COMPILER="torch",
+        TORCH_COMPILE_BACKEND="eager",
+        WARMUP="true",
+        LOADING_BUDGET="0",
+        IMAGE_SIZE_MAX="64",
+        SAFETY_CHECKER="false",
+        COMPILE_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    assert runner.wait_status({"IDLE", "ERROR"}) == "IDLE"
+    assert "LOADING_BUDGET=0s reached" in runner.log()
+    response = httpx.post(runner.url + "/text-to-image", json=REQUEST, timeout=120)
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 120
+    while "serves from now on" not in runner.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "torch.compile-compiled pipeline serves from now on" in runner.log()
+    text = httpx.get(runner.url + "/metrics", timeout=5).text
+    assert "runner_compiled_model_active 1.0" in text and "runner_warmup_running 0.0" in text
