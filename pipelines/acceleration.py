@@ -227,10 +227,9 @@ class ModuleAttributes:
                 elif name in vars(owner):
                     delattr(owner, name)
 
-    def install_switches(self, plain: list[dict[str, Any]]) -> int:
+    def install_switches(self, plain: list[dict[str, Any]]) -> None:
         """Replace each attribute the compiler set with a switch between the compiled value
-        and the plain one (``plain``: the attributes before compiling); how many."""
-        switches = 0
+        and the plain one (``plain``: the attributes before compiling)."""
         for owner, saved in zip(self.owners, plain, strict=True):
             for name in PATCHED:
                 compiled = vars(owner).get(name)
@@ -239,8 +238,6 @@ class ModuleAttributes:
                 plain_call = _plain_callable(owner, name, saved)
                 if plain_call is not None:  # else an addition only compiled code calls
                     setattr(owner, name, _switch(compiled, plain_call))
-                    switches += 1
-        return switches
 
 
 def _plain_callable(owner: Any, name: str, saved: dict[str, Any]) -> Callable[..., Any] | None:
