@@ -266,3 +266,58 @@ def test_the_container_command_serves_while_it_compiles_past_the_budget(runner_p
     assert "torch.compile-compiled pipeline serves from now on" in runner.log()
     text = httpx.get(runner.url + "/metrics", timeout=5).text
     assert "runner_compiled_model_active 1.0" in text and "runner_warmup_running 0.0" in text
+
+
+def deep_resnet_runs(client) -> tuple[str, int]:
+    """One request's image, and how many times the UNet's deepest resnet ran in Python for it
+    (a traced, compiled UNet runs it inside TorchScript: none)."""
+    resnet = client.app.state.runtime.pipeline.pipe.unet.mid_block.resnets[0]
+    calls = []
+    handle = resnet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        url = generate(client)
+    finally:
+        handle.remove()
+    return url, len(calls)
+
+
+def test_stable_fast_past_the_budget_serves_plain_then_compiled(
+    make_settings, plain, tmp_path, monkeypatch
+):
+    import sfast.jit.trace_helper
+
+    trace = sfast.jit.trace_helper.trace_with_kwargs
+    tracing, gate = threading.Event(), threading.Event()
+
+    def held_trace(*args, **kwargs):
+        tracing.set()
+        assert gate.wait(120), "the test never opened the gate"
+        return trace(*args, **kwargs)
+
+    monkeypatch.setattr(sfast.jit.trace_helper, "trace_with_kwargs", held_trace)
+    settings = make_settings(
+        sfast=True,
+        warmup=True,
+        loading_budget=0,
+        image_size_max=64,
+        compile_cache_dir=tmp_path,
+        safety_checker=False,
+    )
+    try:
+        with serving(settings, wait=False) as client:
+            assert wait_for_status(client, {"IDLE", "ERROR"}, timeout=60) == "IDLE"
+            assert tracing.wait(60)
+            acceleration = client.app.state.runtime.pipeline.acceleration
+            expected = generate(plain)
+            url, runs = deep_resnet_runs(client)
+            assert runs > 0 and acceleration.compiled_graphs() == 0  # the plain UNet ran
+            assert max_pixel_difference(url, expected) <= 2
+            gate.set()
+            wait_for_metric(client, "runner_compiled_model_active", 1.0)
+            graphs = acceleration.compiled_graphs()
+            url, runs = deep_resnet_runs(client)
+            assert runs == 0 and graphs >= 1  # the traced UNet ran, compiled by the warm-up
+            assert acceleration.compiled_graphs() == graphs
+            assert max_pixel_difference(url, expected) <= 2
+    finally:
+        gate.set()
