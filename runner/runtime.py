@@ -34,6 +34,8 @@ from runner.uploads import upload_fields
 from runner.warmup import WarmUp
 
 log = logging.getLogger("runner")
+# go-livepeer destroys a container that says LOADING longer (ai/worker/docker.go containerTimeout).
+WORKER_LOADING_LIMIT = 180.0
 
 
 class LoadState(Enum):
@@ -148,6 +150,13 @@ class Runtime:
         """Warm up until the end of the LOADING budget; False when the warm-up still runs
         then and goes on in the background."""
         budget = self.settings.loading_budget
+        if budget >= WORKER_LOADING_LIMIT:
+            log.warning(
+                "LOADING_BUDGET=%gs is not inside go-livepeer's %.0f-second limit on LOADING: "
+                "its worker may destroy this container while it warms up",
+                budget,
+                WORKER_LOADING_LIMIT,
+            )
         log.info("warming up %s", self.pipeline.describe())
         self._warmup = WarmUp(self.pipeline.warmup, self._warmup_failed)
         self._warmup.start()

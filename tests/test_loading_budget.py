@@ -321,3 +321,14 @@ def test_stable_fast_past_the_budget_serves_plain_then_compiled(
             assert max_pixel_difference(url, expected) <= 2
     finally:
         gate.set()
+
+
+def test_a_budget_past_the_workers_limit_is_warned_about(make_settings, caplog):
+    settings = make_settings(warmup=True, loading_budget=180, safety_checker=False)
+    with serving(settings) as client:
+        assert client.get("/health").json()["status"] == "IDLE"
+        assert metric(client, "runner_warmup_running") == 0.0
+    assert (
+        "LOADING_BUDGET=180s is not inside go-livepeer's 180-second limit on LOADING: its worker "
+        "may destroy this container while it warms up" in caplog.text
+    )
