@@ -473,7 +473,7 @@ class Acceleration:
         compiled pipeline runs the warm-up, and the requests once it is active."""
         with (
             self._exclusive if self.deepcache is not None else contextlib.nullcontext(),
-            self._beside_the_warm_up(),
+            self._warm_up_turn(),
         ):
             compiled = self.compiler is not None and (self.active or _warming_here.get())
             token = _compiled_here.set(compiled)
@@ -482,14 +482,21 @@ class Acceleration:
             finally:
                 _compiled_here.reset(token)
 
-    def _beside_the_warm_up(self) -> contextlib.AbstractContextManager[None]:
-        """Where compiling needs the device alone, the warm-up's runs and the requests
-        arriving before the compiled pipeline serves take turns."""
-        if self.compiler is None or not self.compiler.exclusive:
+    def request_turn(self) -> contextlib.AbstractContextManager[None]:
+        """Held around a whole request (its safety check and out-of-memory clean-up too):
+        where compiling needs the device alone, the requests arriving before the compiled
+        pipeline serves and the warm-up's runs take turns. (A request that would switch LoRA
+        adapters here could wait on a warm-up run waiting on it; stable-fast, the compiler
+        that needs the device alone, takes no LoRAs.)"""
+        exclusive = self.compiler is not None and self.compiler.exclusive
+        if not exclusive or self.active or _warming_here.get():
             return contextlib.nullcontext()
-        if _warming_here.get():
-            return self.warm_up_gate.warm_up()
-        return contextlib.nullcontext() if self.active else self.warm_up_gate.request()
+        return self.warm_up_gate.request()
+
+    def _warm_up_turn(self) -> contextlib.AbstractContextManager[None]:
+        if self.compiler is None or not self.compiler.exclusive or not _warming_here.get():
+            return contextlib.nullcontext()
+        return self.warm_up_gate.warm_up()
 
     def _run(self, call: Callable[[], T], steps: int, shape: str, view: Any, compiled: bool) -> T:
         deepcache = self.deepcache is not None and self._deepcache_for(steps)

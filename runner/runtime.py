@@ -234,7 +234,8 @@ class Runtime:
             try:
                 cancel.start_deadline(self.settings.request_deadline)
                 cancel.check()
-                return predict(params)
+                with self.pipeline.turn():
+                    return predict(params)
             finally:
                 reset_scope(token)
                 timings.inference = time.perf_counter() - started
