@@ -120,10 +120,31 @@ def test_deepcache_on_svd_runs_the_deep_blocks_every_third_step_and_is_reset_per
     assert "DEEPCACHE off for this request: 2 denoising steps" in caplog.text
 
 
-def test_sfast_with_deepcache_on_svd_applies_sfast_only(make_settings, tmp_path, caplog):
-    settings = svd_settings(make_settings, sfast=True, deepcache=True, compile_cache_dir=tmp_path)
-    with serving(settings) as client:
-        acceleration = client.app.state.runtime.pipeline.acceleration
-        assert isinstance(acceleration.compiler, StableFast) and acceleration.deepcache is None
-        assert len(video(client)) > 1
-    assert "SFAST and DEEPCACHE cannot be combined" in caplog.text
+def test_torch_compile_of_svds_unet_gives_the_plain_frames(make_settings, plain, tmp_path):
+    import torch
+
+    from pipelines.acceleration import TorchCompile
+
+    settings = svd_settings(
+        make_settings,
+        sfast=True,
+        compiler="torch",
+        torch_compile_backend="eager",  # the compiler's path, without minutes of codegen
+        warmup=True,
+        image_size_max=96,  # the warm-up's size: 96x96
+        compile_cache_dir=tmp_path,
+    )
+    try:
+        with serving(settings) as client:
+            acceleration = client.app.state.runtime.pipeline.acceleration
+            assert isinstance(acceleration.compiler, TorchCompile)
+            graphs = acceleration.compiled_graphs()
+            assert graphs >= 1
+            frames = video(client, height="96")
+            assert acceleration.compiled_graphs() == graphs
+            expected = video(plain, height="96")
+            pairs = zip(frames, expected, strict=True)
+            assert all(max_pixel_difference(a, b) <= 2 for a, b in pairs)
+            assert "runner_compiled_model_active 1.0" in client.get("/metrics").text
+    finally:
+        torch._dynamo.reset()
