@@ -118,7 +118,7 @@ def test_past_the_budget_requests_run_uncompiled_until_the_compiled_pipeline_tak
         loaded = re.search(r"\(load ([\d.]+)s, warm-up going on", caplog.text)
         assert loaded, caplog.text
         runtime = client.app.state.runtime
-        assert runtime.load_seconds <= float(loaded[1]) + settings.loading_budget + 0.5
+        assert runtime.load_seconds <= float(loaded[1]) + settings.loading_budget + 2
         assert metric(client, "runner_warmup_running") == 1.0
         assert metric(client, "runner_compiled_model_active") == 0.0
         assert "LOADING_BUDGET=1s reached" in caplog.text
