@@ -2,14 +2,21 @@
 
 SFAST compiles the pipeline (stable-fast, or ``torch.compile`` of the denoiser where
 stable-fast cannot be used) and the warm-up runs the compiles while ``/health`` says
-``LOADING``. DEEPCACHE reuses the UNet's deep features between steps; it is switched on
-for one request at a time, so no cached feature outlives the request that computed it.
-Whatever fails here, the model is still served, without the acceleration that failed.
+``LOADING``. A warm-up still compiling when the LOADING budget runs out goes on in the
+background while requests run on the plain modules: every attribute a compiler patched
+becomes a switch that each call resolves for the thread making it, so the warm-up's calls
+compile while a request's run uncompiled on the same modules, and the compiled pipeline
+takes over for the requests that start once the warm-up is done. DEEPCACHE reuses the
+UNet's deep features between steps; it is switched on for one request at a time, so no
+cached feature outlives the request that computed it. Whatever fails here, the model is
+still served, without the acceleration that failed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import importlib.util
 import logging
 import os
@@ -30,7 +37,7 @@ log = logging.getLogger("pipelines.acceleration")
 T = TypeVar("T")
 
 # Where operators may set SFAST and DEEPCACHE; elsewhere the runtime warns and ignores them.
-ACCELERATED_PIPELINES = frozenset({"text-to-image", "image-to-image", "upscale"})
+ACCELERATED_PIPELINES = frozenset({"text-to-image", "image-to-image", "image-to-video", "upscale"})
 # Instance attributes the compilers set on modules (and stable-fast on the image processor).
 PATCHED = (
     "forward",
@@ -40,6 +47,9 @@ PATCHED = (
     "pt_to_numpy",
     "pt_to_pil",
 )
+# Whether the calls of this thread take the compiled path, and whether it is the warm-up's.
+_compiled_here: contextvars.ContextVar[bool] = contextvars.ContextVar("compiled", default=False)
+_warming_here: contextvars.ContextVar[bool] = contextvars.ContextVar("warming", default=False)
 
 
 @dataclass
@@ -48,6 +58,7 @@ class AccelerationReport:
 
     compiler: str = "none"  # "stable-fast", "torch.compile" or "none"
     compile_failed: bool = False
+    compiled_active: bool = False  # requests run on the compiled pipeline
     deepcache: bool = False
     recompiles: int = 0  # compiles after the warm-up, for shapes it did not cover
     warmup_seconds: float | None = None
@@ -55,6 +66,8 @@ class AccelerationReport:
 
 class Compiler(Protocol):
     name: str
+    # Its compiling needs the device alone: requests wait while the warm-up runs.
+    exclusive: bool
 
     def options(self) -> str: ...
 
@@ -90,6 +103,9 @@ class StableFast:
         config.enable_triton = cuda and _installed("triton")
         config.enable_xformers = cuda and _installed("xformers")
         self.config = config
+        # A CUDA graph capture fails (and fails the other thread) when another thread
+        # allocates or copies on the device meanwhile.
+        self.exclusive = config.enable_cuda_graph
 
     def options(self) -> str:
         c = self.config
@@ -123,6 +139,7 @@ class TorchCompile:
     """``torch.compile`` of the denoiser, in place, counting the graphs it compiles."""
 
     name = "torch.compile"
+    exclusive = False  # inductor's default mode captures no CUDA graphs
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
@@ -210,6 +227,79 @@ class ModuleAttributes:
                 elif name in vars(owner):
                     delattr(owner, name)
 
+    def install_switches(self, plain: list[dict[str, Any]]) -> None:
+        """Replace each attribute the compiler set with a switch between the compiled value
+        and the plain one (``plain``: the attributes before compiling)."""
+        for owner, saved in zip(self.owners, plain, strict=True):
+            for name in PATCHED:
+                compiled = vars(owner).get(name)
+                if compiled is None or compiled is saved.get(name):
+                    continue
+                plain_call = _plain_callable(owner, name, saved)
+                if plain_call is not None:  # else an addition only compiled code calls
+                    setattr(owner, name, _switch(compiled, plain_call))
+
+
+def _plain_callable(owner: Any, name: str, saved: dict[str, Any]) -> Callable[..., Any] | None:
+    """What calling attribute ``name`` of ``owner`` did before the compiler set it."""
+    if saved.get(name) is not None:
+        return saved[name]
+    if name == "_compiled_call_impl":  # torch.nn.Module calls _call_impl when it is None
+        return lambda *args, **kwargs: owner._call_impl(*args, **kwargs)
+    compiled = vars(owner).pop(name)
+    try:
+        return getattr(owner, name, None)  # the class's method (or staticmethod), bound
+    finally:
+        setattr(owner, name, compiled)
+
+
+def _switch(compiled: Callable[..., Any], plain: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(compiled)  # keeps ``__wrapped__`` (signatures, stable-fast's caches)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return (compiled if _compiled_here.get() else plain)(*args, **kwargs)
+
+    return call
+
+
+class WarmUpGate:
+    """Keeps requests and the warm-up's runs apart, for a compiler that needs the device to
+    itself while it compiles: a warm-up run waits for the requests running to end, and
+    requests arriving meanwhile wait for it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._requests = 0
+        self._warming = False
+        self.waiting = 0  # requests waiting for a warm-up run
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        with self._cond:
+            if self._warming:
+                log.info("a request waits for the warm-up: compiling needs the device alone")
+                self.waiting += 1
+                self._cond.wait_for(lambda: not self._warming)
+                self.waiting -= 1
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._requests -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def warm_up(self) -> Iterator[None]:
+        with self._cond:
+            self._warming = True
+            self._cond.wait_for(lambda: self._requests == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._warming = False
+                self._cond.notify_all()
+
 
 class Acceleration:
     """SFAST and DEEPCACHE as applied to one loaded pipeline (nothing, when neither is set)."""
@@ -220,11 +310,12 @@ class Acceleration:
         self.report = AccelerationReport()
         self.compiler: Compiler | None = None
         self.deepcache: Any = None  # DeepCache's helper, when it applies
-        self.warming = False
+        # Requests run compiled: from the end of the warm-up (at once with WARMUP=false).
+        self.active = False
         self._exclusive = threading.Lock()
+        self.warm_up_gate = WarmUpGate()
         self._modules: ModuleAttributes | None = None
         self._plain: list[dict[str, Any]] = []
-        self._compiled: list[dict[str, Any]] = []
 
     @classmethod
     def setup(
@@ -326,33 +417,49 @@ class Acceleration:
             )
             self.report.compile_failed = True
             return
-        self.compiler, self._modules = compiler, modules
-        self._plain, self._compiled = plain, modules.capture()
+        modules.install_switches(plain)
+        self.compiler, self._modules, self._plain = compiler, modules, plain
         self.report.compiler = compiler.name
+        if not self.settings.warmup:
+            self._activate()
         log.info(
-            "SFAST: %s set up in %.1fs; the warm-up compiles",
+            "SFAST: %s set up in %.1fs; %s",
             compiler.name,
             time.perf_counter() - started,
+            "the warm-up compiles" if self.settings.warmup else "requests compile",
         )
+
+    def _activate(self) -> None:
+        self.active = self.report.compiled_active = True
 
     def describe(self) -> str | None:
         """For the start-up log: what is on, or that compiling failed."""
         if self.compiler is not None:
-            return f"compiled with {self.compiler.name}"
+            state = "compiled" if self.active else "compiling"
+            return f"{state} with {self.compiler.name}"
         if self.report.compile_failed:
             return "uncompiled: SFAST failed"
         return "DeepCache on" if self.deepcache is not None else None
 
     @contextlib.contextmanager
     def warming_up(self) -> Iterator[None]:
-        """Compiles in here are the warm-up's, not recompiles."""
-        self.warming = True
+        """The warm-up of this thread: its runs compile (requests running meanwhile do not),
+        and the compiled pipeline serves the requests that start after it ends well."""
+        token = _warming_here.set(True)
         started = time.perf_counter()
         try:
             yield
         finally:
-            self.warming = False
+            _warming_here.reset(token)
             self.report.warmup_seconds = time.perf_counter() - started
+        if self.compiler is not None and not self.active:
+            self._activate()
+            log.info(
+                "SFAST: the %s-compiled pipeline serves from now on (compiled and warmed up "
+                "in %.1fs)",
+                self.compiler.name,
+                self.report.warmup_seconds,
+            )
 
     def compiled_graphs(self) -> int:
         return self.compiler.compiled(self.pipe) if self.compiler is not None else 0
@@ -362,13 +469,38 @@ class Acceleration:
         ``steps`` denoising steps on ``shape``), accelerated as the request allows.
 
         DeepCache patches the shared UNet while it is on, so with DeepCache set up requests
-        run one at a time (also those too short for it, which must see the plain UNet)."""
-        with self._exclusive if self.deepcache is not None else contextlib.nullcontext():
-            return self._run(call, steps, shape, view)
+        run one at a time (also those too short for it, which must see the plain UNet). The
+        compiled pipeline runs the warm-up, and the requests once it is active."""
+        with (
+            self._exclusive if self.deepcache is not None else contextlib.nullcontext(),
+            self._warm_up_turn(),
+        ):
+            compiled = self.compiler is not None and (self.active or _warming_here.get())
+            token = _compiled_here.set(compiled)
+            try:
+                return self._run(call, steps, shape, view, compiled)
+            finally:
+                _compiled_here.reset(token)
 
-    def _run(self, call: Callable[[], T], steps: int, shape: str, view: Any) -> T:
+    def request_turn(self) -> contextlib.AbstractContextManager[None]:
+        """Held around a whole request (its safety check and out-of-memory clean-up too):
+        where compiling needs the device alone, the requests arriving before the compiled
+        pipeline serves and the warm-up's runs take turns. (A request that would switch LoRA
+        adapters here could wait on a warm-up run waiting on it; stable-fast, the compiler
+        that needs the device alone, takes no LoRAs.)"""
+        exclusive = self.compiler is not None and self.compiler.exclusive
+        if not exclusive or self.active or _warming_here.get():
+            return contextlib.nullcontext()
+        return self.warm_up_gate.request()
+
+    def _warm_up_turn(self) -> contextlib.AbstractContextManager[None]:
+        if self.compiler is None or not self.compiler.exclusive or not _warming_here.get():
+            return contextlib.nullcontext()
+        return self.warm_up_gate.warm_up()
+
+    def _run(self, call: Callable[[], T], steps: int, shape: str, view: Any, compiled: bool) -> T:
         deepcache = self.deepcache is not None and self._deepcache_for(steps)
-        if not deepcache and self.compiler is None:
+        if not deepcache and not compiled:
             return call()
         before = self.compiled_graphs()
         started = time.perf_counter()
@@ -381,13 +513,14 @@ class Acceleration:
             if _not_the_acceleration(exc):
                 raise
             return self._without_acceleration(call, exc, deepcache)
-        self._note_compiles(self.compiled_graphs() - before, shape, started)
+        if compiled:
+            self._note_compiles(self.compiled_graphs() - before, shape, started)
         return result
 
     def _deepcache_for(self, steps: int) -> bool:
         if steps >= self.settings.deepcache_min_steps:
             return True
-        if not self.warming:
+        if not _warming_here.get():
             log.info(
                 "DEEPCACHE off for this request: %d denoising steps, below DEEPCACHE_MIN_STEPS=%d",
                 steps,
@@ -407,7 +540,7 @@ class Acceleration:
             self.deepcache.disable()
 
     def _note_compiles(self, graphs: int, shape: str, started: float) -> None:
-        if graphs <= 0 or self.warming or self.compiler is None:
+        if graphs <= 0 or _warming_here.get() or self.compiler is None:
             return
         self.report.recompiles += graphs
         log.warning(
@@ -421,14 +554,11 @@ class Acceleration:
     def _without_acceleration(self, call: Callable[[], T], exc: Exception, deepcache: bool) -> T:
         """Run ``call`` plain after the accelerated run failed with ``exc``. When the plain run
         works, the acceleration was at fault and stays off; otherwise the request was."""
-        if self.compiler is not None and self._modules is not None:
-            self._modules.restore(self._plain)
+        token = _compiled_here.set(False)
         try:
             result = call()
-        except Exception:
-            if self.compiler is not None and self._modules is not None:
-                self._modules.restore(self._compiled)
-            raise
+        finally:
+            _compiled_here.reset(token)
         cause = f"{type(exc).__name__}: {exc}"
         if deepcache:
             log.error("error: DEEPCACHE failed (%s); serving without it", cause)
@@ -436,7 +566,10 @@ class Acceleration:
         elif self.compiler is not None:
             log.error("error: SFAST: %s failed (%s); serving uncompiled", self.compiler.name, cause)
             self.compiler, self.report.compiler = None, "none"
+            self.active = self.report.compiled_active = False
             self.report.compile_failed = True
+            if self._modules is not None:
+                self._modules.restore(self._plain)  # the switches go: nothing compiled is left
         return result
 
 

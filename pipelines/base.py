@@ -9,6 +9,7 @@ slot, and ``encode`` on a worker thread after the slot is given back.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
@@ -56,6 +57,11 @@ class Pipeline(ABC, Generic[ParamsT, OutputT]):
     def describe(self) -> str:
         """What was loaded, for the start-up log."""
         return self.model_id
+
+    def turn(self) -> contextlib.AbstractContextManager[None]:
+        """Held around each request's ``predict``: where a warm-up going on in the background
+        needs the device alone, requests wait for it here."""
+        return contextlib.nullcontext()
 
     def acceleration_report(self) -> AccelerationReport | None:
         """What SFAST/DEEPCACHE did, for ``/metrics``; None where they do not apply."""

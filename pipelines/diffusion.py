@@ -3,6 +3,7 @@ checker, and the image answer."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -195,6 +196,9 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         parts.append(f"safety checker {'on' if self.safety_checker else 'off'}")
         accelerated = self.acceleration.describe() if self.acceleration else None
         return f"{self.model_id} ({', '.join(parts + ([accelerated] if accelerated else []))})"
+
+    def turn(self) -> contextlib.AbstractContextManager[None]:
+        return self.acceleration.request_turn() if self.acceleration else contextlib.nullcontext()
 
     def acceleration_report(self) -> AccelerationReport | None:
         return self.acceleration.report if self.acceleration else None

@@ -44,6 +44,12 @@ class AccelerationCollector(Collector):
             "1 when SFAST compiling failed and the model is served uncompiled.",
             value=int(r.compile_failed),
         )
+        yield GaugeMetricFamily(
+            "runner_compiled_model_active",
+            "1 when requests run on the SFAST-compiled pipeline (0 while it compiles, also "
+            "in the background after the LOADING budget, and when it failed).",
+            value=int(r.compiled_active),
+        )
         yield CounterMetricFamily(
             "runner_recompiles",
             "Compiles after the warm-up, for request shapes it did not cover.",
@@ -100,7 +106,14 @@ class Metrics:
             registry=r,
         )
         self.load_seconds = Gauge(
-            "runner_model_load_seconds", "Seconds the model took to load and warm up.", registry=r
+            "runner_model_load_seconds",
+            "Seconds from the start of loading until /health left LOADING.",
+            registry=r,
+        )
+        self.warmup_running = Gauge(
+            "runner_warmup_running",
+            "1 while the warm-up runs; after the LOADING budget it goes on while requests run.",
+            registry=r,
         )
         self.overloads = Counter(
             "runner_overloaded_requests", "Requests refused because the queue was full.", registry=r

@@ -77,6 +77,7 @@ def system_router(runtime: Runtime, metrics: Metrics) -> APIRouter:
         metrics.health.state(runtime.health().value)
         metrics.queue_depth.set(runtime.executor.waiting)
         metrics.in_flight.set(runtime.executor.running)
+        metrics.warmup_running.set(int(runtime.warmup_running))
         if runtime.load_seconds is not None:
             metrics.load_seconds.set(runtime.load_seconds)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pipelines.acceleration import ACCELERATED_PIPELINES
 from pipelines.base import Pipeline
 from runner.cancellation import CancelScope, reset_scope, use_scope
-from runner.device import DeviceUnusable, configure_torch, guarded
+from runner.device import DeviceUnusable, configure_torch, free_memory, guarded, is_unrecoverable
 from runner.errors import (
     InferenceFailed,
     InvalidInput,
@@ -30,8 +30,11 @@ from runner.executor import InferenceExecutor
 from runner.schemas import HealthStatus
 from runner.settings import Settings
 from runner.uploads import upload_fields
+from runner.warmup import WarmUp
 
 log = logging.getLogger("runner")
+# go-livepeer destroys a container that says LOADING longer (ai/worker/docker.go containerTimeout).
+WORKER_LOADING_LIMIT = 180.0
 
 
 class LoadState(Enum):
@@ -63,6 +66,9 @@ class Runtime:
         self.load_error: str | None = None
         self.fatal: str | None = None
         self.load_seconds: float | None = None
+        # The LOADING budget counts from here; the server sets it to the process's start.
+        self.started = time.monotonic()
+        self._warmup: WarmUp | None = None
         self.shutting_down = False
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +81,10 @@ class Runtime:
         if self.load_state is LoadState.LOADING:
             return HealthStatus.LOADING
         return HealthStatus.OK if self.executor.busy > 0 else HealthStatus.IDLE
+
+    @property
+    def warmup_running(self) -> bool:
+        return self._warmup is not None and self._warmup.running
 
     def mark_unusable(self, reason: str) -> None:
         """The device cannot serve again without a restart: /health says ERROR from now on.
@@ -121,9 +131,7 @@ class Runtime:
             configure_torch(settings)
             self.pipeline.load()
             loaded = time.perf_counter() - started
-            if settings.warmup:
-                log.info("warming up %s", self.pipeline.describe())
-                self.pipeline.warmup()
+            warmed = self._warm_up() if settings.warmup else True
         except RunnerError as exc:
             self._finish_load(LoadState.FAILED, exc.message)
         except Exception as exc:  # the cause goes to the log, with its traceback
@@ -131,15 +139,53 @@ class Runtime:
             self._finish_load(LoadState.FAILED, f"{type(exc).__name__}: {exc}")
         else:
             self.load_seconds = time.perf_counter() - started
+            warm_up = (
+                f"warm-up {self.load_seconds - loaded:.1f}s"
+                if warmed
+                else f"warm-up going on in the background after {self.load_seconds - loaded:.1f}s"
+            )
             log.info(
-                "loaded %s in %.1fs (load %.1fs, warm-up %.1fs); ready",
+                "loaded %s in %.1fs (load %.1fs, %s); ready",
                 self.pipeline.describe(),
                 self.load_seconds,
                 loaded,
-                self.load_seconds - loaded,
+                warm_up,
             )
             self._finish_load(LoadState.READY, None)
             log.info("try it: %s", self.example_curl())
+
+    def _warm_up(self) -> bool:
+        """Warm up until the end of the LOADING budget; False when the warm-up still runs
+        then and goes on in the background."""
+        budget = self.settings.loading_budget
+        if budget >= WORKER_LOADING_LIMIT:
+            log.warning(
+                "LOADING_BUDGET=%gs is not inside go-livepeer's %.0f-second limit on LOADING: "
+                "its worker may destroy this container while it warms up",
+                budget,
+                WORKER_LOADING_LIMIT,
+            )
+        log.info("warming up %s", self.pipeline.describe())
+        self._warmup = WarmUp(self.pipeline.warmup, self._warmup_failed)
+        self._warmup.start()
+        if self._warmup.wait(self.started + budget):
+            return True
+        log.warning(
+            "LOADING_BUDGET=%gs reached %.0fs after the start with the warm-up still running: "
+            "serving now, on the uncompiled model where it compiles; the warm-up goes on in "
+            "the background",
+            budget,
+            time.monotonic() - self.started,
+        )
+        return False
+
+    def _warmup_failed(self, exc: Exception) -> None:
+        """A warm-up that failed after the runner went ready: the device may be unusable;
+        otherwise requests show what the warm-up ran into."""
+        if isinstance(exc, DeviceUnusable) or is_unrecoverable(exc):
+            self.mark_unusable(f"unrecoverable device error in the warm-up: {exc}")
+        else:
+            free_memory()
 
     def _finish_load(self, state: LoadState, failure: str | None) -> None:
         if failure is not None:
@@ -196,7 +242,8 @@ class Runtime:
             try:
                 cancel.start_deadline(self.settings.request_deadline)
                 cancel.check()
-                return predict(params)
+                with self.pipeline.turn():
+                    return predict(params)
             finally:
                 reset_scope(token)
                 timings.inference = time.perf_counter() - started

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from runner.app import create_app
 from runner.connections import ConnectionLimits, connection_cap, guarded_protocol
 from runner.settings import Settings
+from runner.warmup import process_started
 
 log = logging.getLogger("runner")
 
@@ -75,6 +76,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: object) -> uvi
 
 def serve(settings: Settings) -> None:
     app = create_app(settings)
+    app.state.runtime.started = process_started()  # go-livepeer's clock starts with the container
     server = Server(uvicorn_config(app, settings), settings.shutdown_grace)
 
     def stop_admitting() -> None:

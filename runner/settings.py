@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     torch_threads: int = Field(default_factory=_default_torch_threads, ge=1)
     warmup: bool = Field(True, description="Run the model once while /health says LOADING.")
+    loading_budget: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds from the start of the process by which /health leaves LOADING; "
+        "a warm-up (compiling) still running then goes on while requests run.",
+    )
 
     capacity: int = Field(1, ge=1, description="Inferences that run at once.")
     max_queue: int = Field(16, ge=0, description="Requests allowed to wait for a slot.")

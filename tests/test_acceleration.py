@@ -79,7 +79,7 @@ def test_stable_fast_compiles_while_loading_and_gives_the_plain_images(
         text = metrics(client)
     assert 'runner_acceleration_info{compiler="stable-fast",deepcache="false"} 1.0' in text
     assert "runner_compile_failed 0.0" in text and "runner_recompiles_total 0.0" in text
-    assert "runner_warmup_seconds" in text
+    assert "runner_warmup_seconds" in text and "runner_compiled_model_active 1.0" in text
     assert "SFAST and DEEPCACHE cannot be combined" in caplog.text
     assert "SFAST: compiling with stable-fast (UNet2DConditionModel denoiser" in caplog.text
     assert "warm-up took" in caplog.text and "64x64" in caplog.text
@@ -104,7 +104,7 @@ def test_a_compile_failure_serves_uncompiled(make_settings, plain, tmp_path, cap
         image = generate(client)
         assert pixels(image["url"]) == pixels(generate(plain)["url"])
         text = metrics(client)
-    assert "runner_compile_failed 1.0" in text
+    assert "runner_compile_failed 1.0" in text and "runner_compiled_model_active 0.0" in text
     assert 'runner_acceleration_info{compiler="none",deepcache="false"} 1.0' in text
     assert (
         "error: SFAST: stable-fast failed (RuntimeError: this model cannot be traced); "
@@ -312,7 +312,7 @@ def test_flags_on_other_pipelines_are_ignored_with_a_warning(make_settings, capl
         assert client.get("/health").json()["status"] == "IDLE"
         assert 'runner_acceleration_info{compiler="none",deepcache="false"} 1.0' in metrics(client)
     assert (
-        "SFAST=true: it applies to image-to-image, text-to-image, upscale only; "
+        "SFAST=true: it applies to image-to-image, image-to-video, text-to-image, upscale only; "
         "ignored for image-to-text" in caplog.text
     )
 

@@ -57,11 +57,17 @@ def test_acceleration_settings(monkeypatch):
     settings = load_settings()
     assert settings.compile_cache_dir == Path("/data/models/compile-cache")
     assert settings.warmup_sizes == () and settings.compiler == "auto"
+    assert settings.loading_budget == 120  # well inside go-livepeer's 3 minutes of LOADING
     monkeypatch.setenv("WARMUP_SIZES", "1024x1024, 768X512")
     monkeypatch.setenv("COMPILE_CACHE_DIR", "/cache")
+    monkeypatch.setenv("LOADING_BUDGET", "90.5")
     settings = load_settings()
     assert settings.warmup_sizes == ((1024, 1024), (768, 512))
     assert settings.compile_cache_dir == Path("/cache")
+    assert settings.loading_budget == 90.5
+    monkeypatch.setenv("LOADING_BUDGET", "-1")
+    with pytest.raises(SettingsError, match="invalid setting LOADING_BUDGET='-1'"):
+        load_settings()
 
 
 def test_an_empty_variable_means_the_default(monkeypatch):
