@@ -37,9 +37,12 @@ def configure_logging(verbose: bool) -> None:
 
 
 def quiet_progress_bars() -> None:
-    """Loading progress bars are noise in a container log; the runner logs what it loads."""
-    import diffusers
-    import transformers
+    """Loading progress bars are noise in a container log; the runner logs what it loads.
 
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    Each image installs only its group's libraries: quiet those that are there."""
+    from importlib import import_module
+    from importlib.util import find_spec
+
+    for library in ("diffusers", "transformers"):
+        if find_spec(library):
+            import_module(library).utils.logging.disable_progress_bar()
