@@ -201,6 +201,11 @@ PARLER_IMAGE = "text-to-speech"  # the tag of the image built from the parler ex
 TRANSFORMERS_IMAGE = "text-to-speech-bark"  # the speech extra's image (Bark and MMS-TTS)
 
 
+def image_serving(model_type: str) -> str:
+    """The tag of the image that serves a text-to-speech model of ``model_type``."""
+    return PARLER_IMAGE if model_type == "parler_tts" else TRANSFORMERS_IMAGE
+
+
 def unservable_reason(model_id: str, model_type: str) -> str | None:
     """Why this image cannot serve ``model_type``: the Parler image has parler-tts and its
     older transformers, the other image the transformers that Bark and MMS-TTS need."""
