@@ -64,6 +64,7 @@ class Speech(Protocol):
     max_chars: int  # longest piece of text it speaks well in one go
     voices: frozenset[str]
     described: bool  # whether any description steers the voice (else only a voice's name)
+    cuda_dtype: str | None  # the precision it needs on a GPU, where the default does not do
 
     def speak(self, text: str, voice: str | None) -> np.ndarray:
         """The waveform; empty when the model has nothing to say for ``text``."""
@@ -93,6 +94,7 @@ class VitsSpeech:
     max_chars = 400
     voices: frozenset[str] = frozenset()
     described = False
+    cuda_dtype = None
 
     def __init__(self, files: ModelFiles) -> None:
         from transformers import VitsModel, VitsTokenizer
@@ -120,6 +122,7 @@ class BarkSpeech:
 
     max_chars = 220  # Bark speaks about 13 seconds at a time
     described = False
+    cuda_dtype = None
 
     def __init__(self, files: ModelFiles) -> None:
         from transformers import BarkModel, BarkProcessor
@@ -161,6 +164,7 @@ class ParlerSpeech:
     max_chars = 300  # the large model speaks up to about 30 seconds at a time
     voices: frozenset[str] = frozenset()
     described = True
+    cuda_dtype = "bfloat16"  # T5 encoders overflow in float16; parler-tts runs in bfloat16
 
     def __init__(self, files: ModelFiles) -> None:
         # parler-tts warns at every load with each sub-model's whole config, and about
@@ -169,8 +173,6 @@ class ParlerSpeech:
         from parler_tts import ParlerTTSForConditionalGeneration
         from transformers import AutoTokenizer
 
-        if files.device == "cuda":  # T5 encoders overflow in float16; parler-tts uses bf16
-            files = files.with_dtype("bfloat16")
         self.tokenizer = AutoTokenizer.from_pretrained(files.repo, **files.source)
         self.model = ParlerTTSForConditionalGeneration.from_pretrained(
             files.repo, torch_dtype=files.placement.dtype, **files.source
@@ -256,8 +258,11 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
         reason = unservable_reason(self.model_id, model_type)
         if reason:
             raise RunnerError(reason)
+        family = FAMILIES[model_type]
+        if files.device == "cuda" and family.cuda_dtype:
+            files = files.with_dtype(family.cuda_dtype)
         self.device, self.placement = files.device, files.placement
-        self.speech = FAMILIES[model_type](files)
+        self.speech = family(files)
         self._ignored_description = False
 
     def describe(self) -> str:
