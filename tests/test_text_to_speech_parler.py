@@ -21,6 +21,7 @@ import soundfile  # noqa: E402
 from conftest import serving  # noqa: E402
 
 from pipelines.text_to_speech import DEFAULT_DESCRIPTION  # noqa: E402
+from runner.hub import locate_model  # noqa: E402
 from runner.settings import Settings  # noqa: E402
 from runner.tiny_models import TINY_PARLER, build  # noqa: E402
 from runner.tiny_models.hub_layout import snapshot_folder  # noqa: E402
@@ -35,6 +36,19 @@ def parler_dir(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("parler-models")
     build(folder, only=[TINY_PARLER])
     return folder
+
+
+def test_the_tiny_model_is_laid_out_as_parler_tts_large_v1(parler_dir):
+    snapshot = locate_model(parler_dir, TINY_PARLER)
+    files = {"spiece.model", "tokenizer.json", "model.safetensors", "generation_config.json"}
+    assert files <= {p.name for p in snapshot.iterdir()}
+    config = json.loads((snapshot / "config.json").read_text())
+    assert config["model_type"] == "parler_tts"
+    assert config["architectures"] == ["ParlerTTSForConditionalGeneration"]
+    assert config["text_encoder"]["model_type"] == "t5"
+    assert config["audio_encoder"]["sampling_rate"] == 44_100
+    assert config["audio_encoder"]["model_type"] in {"dac", "dac_on_the_hub"}
+    assert config["decoder"]["model_type"] == "parler_tts_decoder"
 
 
 def settings(model_dir, **overrides: object) -> Settings:
