@@ -46,6 +46,13 @@ variable "SPEECH_PIPELINES" {
   default = ["text-to-speech"]
 }
 
+# Parler-TTS: parler-tts pins its own transformers, so it has an image of its own. It carries
+# go-livepeer's `text-to-speech` tag, as ai-runner's text-to-speech image served Parler-TTS;
+# the speech image (Bark, MMS-TTS) is tagged by the model families it serves.
+variable "PARLER_PIPELINES" {
+  default = ["text-to-speech"]
+}
+
 # <repo>:<pipeline> and <repo>:<pipeline>-<version> for each pipeline an image serves.
 # The :<pipeline> tags of segment-anything-2, audio-to-text and text-to-speech are the names
 # go-livepeer pulls; the others let an operator pin an image per pipeline.
@@ -54,8 +61,14 @@ function "pipeline_tags" {
   result = flatten([for p in pipelines : ["${REGISTRY}/${REPOSITORY}:${p}", "${REGISTRY}/${REPOSITORY}:${p}-${VERSION}"]])
 }
 
+# <repo>:<pipeline>-<family> and <repo>:<pipeline>-<family>-<version>.
+function "family_tags" {
+  params = [pipelines, family]
+  result = pipeline_tags([for p in pipelines : "${p}-${family}"])
+}
+
 group "default" {
-  targets = ["diffusion", "vision", "audio", "speech"]
+  targets = ["diffusion", "vision", "audio", "speech", "parler"]
 }
 
 # What every image shares; bake merges each target's args into these.
@@ -101,7 +114,15 @@ target "speech" {
   args = {
     PIPELINE_GROUP = "speech"
   }
-  tags = pipeline_tags(SPEECH_PIPELINES)
+  tags = concat(family_tags(SPEECH_PIPELINES, "bark"), family_tags(SPEECH_PIPELINES, "mms"))
+}
+
+target "parler" {
+  inherits = ["_common"]
+  args = {
+    PIPELINE_GROUP = "parler"
+  }
+  tags = concat(pipeline_tags(PARLER_PIPELINES), family_tags(PARLER_PIPELINES, "parler"))
 }
 
 # `docker buildx bake <pipeline>` builds the image that serves it.
@@ -134,5 +155,5 @@ group "audio-to-text" {
 }
 
 group "text-to-speech" {
-  targets = ["speech"]
+  targets = ["parler", "speech"]
 }

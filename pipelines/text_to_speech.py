@@ -1,7 +1,11 @@
-"""text-to-speech: MMS-TTS (VITS) and Bark through transformers; answers a WAV data URL.
+"""text-to-speech: MMS-TTS (VITS) and Bark through transformers, Parler-TTS through parler-tts;
+answers a WAV data URL.
 
 Long text is split at sentence boundaries into pieces the model handles well, spoken piece
-by piece, and joined with a short pause.
+by piece, and joined with a short pause. parler-tts pins a transformers older than the
+other families need, so Parler-TTS has an image of its own (the ``parler`` extra, tagged
+``text-to-speech`` as ai-runner's Parler image was) and Bark and MMS-TTS another
+(the ``speech`` extra).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class Speech(Protocol):
     sample_rate: int
     max_chars: int  # longest piece of text it speaks well in one go
     voices: frozenset[str]
+    described: bool  # whether any description steers the voice (else only a voice's name)
+    cuda_dtype: str | None  # the precision it needs on a GPU, where the default does not do
 
     def speak(self, text: str, voice: str | None) -> np.ndarray:
         """The waveform; empty when the model has nothing to say for ``text``."""
@@ -87,6 +93,8 @@ class VitsSpeech:
 
     max_chars = 400
     voices: frozenset[str] = frozenset()
+    described = False
+    cuda_dtype = None
 
     def __init__(self, files: ModelFiles) -> None:
         from transformers import VitsModel, VitsTokenizer
@@ -113,6 +121,8 @@ class BarkSpeech:
     """suno/bark and bark-small; voices are the presets shipped in the model folder."""
 
     max_chars = 220  # Bark speaks about 13 seconds at a time
+    described = False
+    cuda_dtype = None
 
     def __init__(self, files: ModelFiles) -> None:
         from transformers import BarkModel, BarkProcessor
@@ -147,7 +157,75 @@ class BarkSpeech:
             )
 
 
-FAMILIES = {"vits": VitsSpeech, "bark": BarkSpeech}
+class ParlerSpeech:
+    """parler-tts/parler-tts-*: the description (speaker, pace, pitch, recording quality)
+    steers the voice, as in ai-runner; it is read by the T5 encoder, the text is the prompt."""
+
+    max_chars = 300  # the large model speaks up to about 30 seconds at a time
+    voices: frozenset[str] = frozenset()
+    described = True
+    cuda_dtype = "bfloat16"  # T5 encoders overflow in float16; parler-tts runs in bfloat16
+
+    def __init__(self, files: ModelFiles) -> None:
+        # parler-tts warns at every load with each sub-model's whole config, and about
+        # flash-attn and masks it fills in itself: noise in a container log.
+        logging.getLogger("parler_tts").setLevel(logging.ERROR)
+        from parler_tts import ParlerTTSForConditionalGeneration
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(files.repo, **files.source)
+        self.model = ParlerTTSForConditionalGeneration.from_pretrained(
+            files.repo, torch_dtype=files.placement.dtype, **files.source
+        )
+        self.model.to(files.device).eval()
+        self.device = files.device
+        self.sample_rate = self.model.config.sampling_rate
+
+    def speak(self, text: str, voice: str | None) -> np.ndarray:
+        import torch
+
+        description = self.tokenizer(voice or DEFAULT_DESCRIPTION, return_tensors="pt")
+        prompt = self.tokenizer(text, return_tensors="pt")
+        with torch.inference_mode():
+            audio = self.model.generate(
+                input_ids=description.input_ids.to(self.device),
+                attention_mask=description.attention_mask.to(self.device),
+                prompt_input_ids=prompt.input_ids.to(self.device),
+                prompt_attention_mask=prompt.attention_mask.to(self.device),
+                stopping_criteria=stopping_criteria(),
+            )
+        waveform = audio[0].float().cpu().numpy()
+        return waveform if waveform.size > 1 else waveform[:0]  # one zero: no frame to decode
+
+
+FAMILIES = {"vits": VitsSpeech, "bark": BarkSpeech, "parler_tts": ParlerSpeech}
+PARLER_IMAGE = "text-to-speech"  # the tag of the image built from the parler extra
+TRANSFORMERS_IMAGE = "text-to-speech-bark"  # the speech extra's image (Bark and MMS-TTS)
+
+
+def image_serving(model_type: str) -> str:
+    """The tag of the image that serves a text-to-speech model of ``model_type``."""
+    return PARLER_IMAGE if model_type == "parler_tts" else TRANSFORMERS_IMAGE
+
+
+def unservable_reason(model_id: str, model_type: str) -> str | None:
+    """Why this image cannot serve ``model_type``: the Parler image has parler-tts and its
+    older transformers, the other image the transformers that Bark and MMS-TTS need."""
+    from importlib.util import find_spec
+
+    parler_image = find_spec("parler_tts") is not None
+    if model_type == "parler_tts" and not parler_image:
+        return (
+            f"{model_id} is a Parler-TTS model: it needs parler-tts, which pins an older "
+            f"transformers than this image has; the image tagged {PARLER_IMAGE} serves it"
+        )
+    if model_type != "parler_tts" and parler_image:
+        return (
+            f"{model_id} is a {model_type} model: this image serves Parler-TTS models only "
+            f"(parler-tts pins an older transformers); the image tagged {TRANSFORMERS_IMAGE} "
+            "serves it"
+        )
+    return None
 
 
 class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
@@ -171,20 +249,20 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
         files = prepare_model(self.settings)
         config = files.path / "config.json"
         model_type = json.loads(config.read_text()).get("model_type", "") if config.exists() else ""
-        if model_type.startswith("parler") or self.model_id.startswith("parler-tts/"):
-            raise RunnerError(
-                f"{self.model_id} is a Parler-TTS model: it needs the parler-tts package, which "
-                "pins a transformers release older than this runner's pipelines need, so no image "
-                "of this runner serves it; use a bark or facebook/mms-tts model"
-            )
         if model_type not in FAMILIES:
             kind = f"a {model_type}" if model_type else "not a transformers"
             raise RunnerError(
                 f"{self.model_id} is {kind} model; text-to-speech serves "
                 f"{', '.join(FAMILIES)} models"
             )
+        reason = unservable_reason(self.model_id, model_type)
+        if reason:
+            raise RunnerError(reason)
+        family = FAMILIES[model_type]
+        if files.device == "cuda" and family.cuda_dtype:
+            files = files.with_dtype(family.cuda_dtype)
         self.device, self.placement = files.device, files.placement
-        self.speech = FAMILIES[model_type](files)
+        self.speech = family(files)
         self._ignored_description = False
 
     def describe(self) -> str:
@@ -202,6 +280,8 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
 
     def _voice(self, description: str) -> str | None:
         voice = description.strip()
+        if self.speech.described:
+            return voice or None
         if voice in self.speech.voices:
             return voice
         if voice and voice != DEFAULT_DESCRIPTION and not self._ignored_description:
@@ -219,7 +299,7 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
         voice = self._voice(params.description)
         pause = np.zeros(int(PAUSE_SECONDS * self.speech.sample_rate), dtype=np.float32)
         parts: list[np.ndarray] = []
-        # Both families sample noise: a fixed seed makes the same text give the same audio.
+        # Every family samples: a fixed seed makes the same request give the same audio.
         cuda = [torch.cuda.current_device()] if self.device == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(0)

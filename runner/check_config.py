@@ -17,6 +17,7 @@ from pipelines.acceleration import ACCELERATED_PIPELINES
 from pipelines.diffusion_families import lightning_unet
 from pipelines.registry import REGISTRY
 from pipelines.segment_anything_2 import locate_sam2
+from pipelines.text_to_speech import PARLER_IMAGE, TRANSFORMERS_IMAGE, image_serving
 from runner.errors import RunnerError
 from runner.hub import ModelNotFound, locate_model
 from runner.settings import Settings
@@ -127,6 +128,7 @@ def check(
     if not isinstance(entries, list):
         return [Finding("error", "aiModels.json", "must be a JSON list of model entries")]
     warm_local = []
+    speech_images: dict[str, list[str]] = {}  # image tag -> the entries it must serve
     for number, entry in enumerate(entries, start=1):
         where = f"entry {number}"
         if not isinstance(entry, dict):
@@ -137,8 +139,43 @@ def check(
         findings += _check_entry(entry, where, model_dir, probe)
         if entry.get("warm") and not entry.get("url") and pipeline and model_id:
             warm_local.append((where, pipeline, model_id))
+        if pipeline == "text-to-speech" and model_id and not entry.get("url"):
+            image = _speech_image(model_dir, model_id)
+            if image:
+                speech_images.setdefault(image, []).append(where)
     findings += _check_gpus(warm_local, model_dir, gpus)
+    findings += _check_speech_images(speech_images)
     return findings
+
+
+def _speech_image(model_dir: Path, model_id: str) -> str | None:
+    try:
+        config = locate_model(model_dir, model_id) / "config.json"
+    except ModelNotFound:
+        return None  # already reported
+    model_type = json.loads(config.read_text()).get("model_type", "") if config.exists() else ""
+    return image_serving(model_type)
+
+
+def _check_speech_images(images: dict[str, list[str]]) -> list[Finding]:
+    """go-livepeer starts one image per pipeline, ``:text-to-speech`` (Parler-TTS) unless
+    overridden; Bark and MMS-TTS need the other image (ai/worker/docker.go)."""
+    if TRANSFORMERS_IMAGE not in images:
+        return []
+    if PARLER_IMAGE in images:
+        parler, others = "; ".join(images[PARLER_IMAGE]), "; ".join(images[TRANSFORMERS_IMAGE])
+        message = (
+            f"Parler-TTS ({parler}) and Bark/MMS-TTS ({others}) need different images, and the "
+            "worker starts one image per pipeline: serve one of them as an external runner (url)"
+        )
+        return [Finding("error", "text-to-speech", message)]
+    override = {"batch": {"text-to-speech": f"livepeer/ai-runner:{TRANSFORMERS_IMAGE}"}}
+    message = (
+        f"Bark and MMS-TTS are served by the image tagged {TRANSFORMERS_IMAGE}; the worker "
+        f"starts livepeer/ai-runner:{PARLER_IMAGE} (Parler-TTS) unless told otherwise: "
+        f"-aiRunnerImageOverrides '{json.dumps(override)}'"
+    )
+    return [Finding("warning", "text-to-speech", message)]
 
 
 def _check_entry(entry: dict, where: str, model_dir: Path, probe: Probe) -> list[Finding]:

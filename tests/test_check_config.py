@@ -10,7 +10,8 @@ import pytest
 
 from runner.check_config import GiB, Gpu, check
 from runner.cli import main
-from runner.tiny_models import TINY_SD, TINY_SDXL
+from runner.tiny_models import TINY_BARK, TINY_SD, TINY_SDXL
+from runner.tiny_models.hub_layout import snapshot_folder
 
 H100 = Gpu(0, "NVIDIA H100", 80 * GiB)
 
@@ -183,3 +184,40 @@ def test_sam2_is_found_as_metas_checkpoint_or_its_transformers_conversion(tmp_pa
     found = check(entries, meta, [H100])
     assert [f.level for f in found] == ["info"]
     assert "needs about" in str(found[0])
+
+
+def fake_snapshots(model_dir, model_types: dict[str, str]):
+    for model_id, model_type in model_types.items():
+        snapshot = snapshot_folder(model_dir, model_id, "1")
+        (snapshot / "config.json").write_text(json.dumps({"model_type": model_type}))
+
+
+def test_bark_on_the_worker_names_the_image_override_it_needs(model_dir):
+    # go-livepeer ai/worker/docker.go starts livepeer/ai-runner:text-to-speech, the Parler image.
+    findings = check([{"pipeline": "text-to-speech", "model_id": TINY_BARK}], model_dir, [H100])
+    assert lines(findings) == [
+        "warning: text-to-speech: Bark and MMS-TTS are served by the image tagged "
+        "text-to-speech-bark; the worker starts livepeer/ai-runner:text-to-speech (Parler-TTS) "
+        "unless told otherwise: -aiRunnerImageOverrides "
+        '\'{"batch": {"text-to-speech": "livepeer/ai-runner:text-to-speech-bark"}}\''
+    ]
+
+
+def test_parler_alone_needs_nothing_more(tmp_path):
+    fake_snapshots(tmp_path, {"parler-tts/parler-tts-large-v1": "parler_tts"})
+    entries = [{"pipeline": "text-to-speech", "model_id": "parler-tts/parler-tts-large-v1"}]
+    assert check(entries, tmp_path, [H100]) == []
+
+
+def test_parler_and_bark_on_one_worker_is_an_error(tmp_path):
+    fake_snapshots(tmp_path, {"parler-tts/parler-tts-large-v1": "parler_tts", "suno/bark": "bark"})
+    entries = [
+        {"pipeline": "text-to-speech", "model_id": "parler-tts/parler-tts-large-v1"},
+        {"pipeline": "text-to-speech", "model_id": "suno/bark"},
+    ]
+    assert lines(check(entries, tmp_path, [H100])) == [
+        "error: text-to-speech: Parler-TTS (entry 1 (text-to-speech "
+        "parler-tts/parler-tts-large-v1)) and Bark/MMS-TTS (entry 2 (text-to-speech suno/bark)) "
+        "need different images, and the worker starts one image per pipeline: serve one of "
+        "them as an external runner (url)"
+    ]

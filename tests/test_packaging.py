@@ -53,7 +53,23 @@ def test_every_registered_pipeline_is_built_by_a_bake_target(bake, extras):
         assert entry.group in image_targets, f"no image builds the {entry.group} group"
         served = [_value(p) for p in variables[f"{entry.group.upper()}_PIPELINES"]["default"]]
         assert pipeline in served, f"{pipeline} is not tagged on the {entry.group} image"
-        assert [_value(t) for t in groups[pipeline]["targets"]] == [entry.group]
+        assert entry.group in [_value(t) for t in groups[pipeline]["targets"]]
+
+
+def test_the_text_to_speech_tag_is_the_parler_image_as_ai_runners_was(bake, extras):
+    # go-livepeer ai/worker/docker.go pulls livepeer/ai-runner:text-to-speech; ai-runner built
+    # that image with parler-tts (runner/docker/Dockerfile.text_to_speech).
+    targets = _blocks(bake, "target")
+    variables = _blocks(bake, "variable")
+    assert any(dep.startswith("parler-tts==") for dep in extras["parler"])
+    assert "ai-runner[parler" not in " ".join(extras["all"])  # its transformers is older
+    assert [_value(p) for p in variables["PARLER_PIPELINES"]["default"]] == ["text-to-speech"]
+    assert "pipeline_tags(PARLER_PIPELINES)" in targets["parler"]["tags"]
+    assert "pipeline_tags(SPEECH_PIPELINES)" not in targets["speech"]["tags"]
+    assert [_value(t) for t in _blocks(bake, "group")["text-to-speech"]["targets"]] == [
+        "parler",
+        "speech",
+    ]
 
 
 def test_the_torch_pin_is_the_same_everywhere(bake):

@@ -97,10 +97,11 @@ def test_other_architectures_fail_the_load_saying_why(make_settings):
     with serving(make_settings(pipeline="text-to-speech", model_id=TINY_SD)) as client:
         assert client.get("/health").json() == {"status": "ERROR"}
         message = speak(client, text="Hi.").json()["detail"]["msg"]
-        assert "is not a transformers model; text-to-speech serves vits, bark models" in message
+        served = "text-to-speech serves vits, bark, parler_tts models"
+        assert f"is not a transformers model; {served}" in message
 
 
-def test_a_parler_model_fails_the_load_naming_what_it_needs(make_settings, tmp_path):
+def test_a_parler_model_fails_the_load_naming_the_image_that_serves_it(make_settings, tmp_path):
     snapshot = snapshot_folder(tmp_path, "parler-tts/parler-tts-mini-v1", "1")
     (snapshot / "config.json").write_text(json.dumps({"model_type": "parler_tts"}))
     settings = make_settings(
@@ -108,7 +109,11 @@ def test_a_parler_model_fails_the_load_naming_what_it_needs(make_settings, tmp_p
     )
     with serving(settings) as client:
         message = speak(client, text="Hi.").json()["detail"]["msg"]
-        assert "is a Parler-TTS model: it needs the parler-tts package" in message
+        assert message == (
+            "Model parler-tts/parler-tts-mini-v1 failed to load: parler-tts/parler-tts-mini-v1 "
+            "is a Parler-TTS model: it needs parler-tts, which pins an older transformers than "
+            "this image has; the image tagged text-to-speech serves it"
+        )
 
 
 @pytest.fixture(scope="module")

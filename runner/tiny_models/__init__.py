@@ -11,10 +11,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from importlib.util import find_spec
 from pathlib import Path
 
 from runner.logs import quiet_progress_bars
-from runner.tiny_models import diffusion, flow_matching, lora, speech, video, vision
+from runner.tiny_models import diffusion, flow_matching, lora, parler, speech, video, vision
 from runner.tiny_models.hub_layout import snapshot_folder
 
 log = logging.getLogger("runner.tiny_models")
@@ -25,6 +26,7 @@ class Recipe:
     build: Callable[[Path, int], None]
     description: str
     version: str = "1"
+    needs: str | None = None  # a package only its own environment has (an extra of its own)
 
 
 TINY_SD = "tiny-random/stable-diffusion-v1-5"
@@ -47,6 +49,7 @@ TINY_SAM2_META = "tiny-random/sam2-hiera-large"
 TINY_SAM2_META_HF = "tiny-random/sam2-hiera-large-hf"
 TINY_MMS_TTS = "tiny-random/mms-tts-eng"
 TINY_BARK = "tiny-random/bark"
+TINY_PARLER = "tiny-random/parler-tts-large-v1"
 
 RECIPES: dict[str, Recipe] = {
     TINY_SD: Recipe(diffusion.build_sd15, "Stable Diffusion 1.x pipeline (text-to-image)"),
@@ -78,12 +81,18 @@ RECIPES: dict[str, Recipe] = {
     ),
     TINY_MMS_TTS: Recipe(speech.build_vits, "MMS-TTS, a VITS model (text-to-speech)"),
     TINY_BARK: Recipe(speech.build_bark, "Bark with one voice preset (text-to-speech)"),
+    TINY_PARLER: Recipe(
+        parler.build_parler,
+        "Parler-TTS, T5 and DAC (text-to-speech, parler extra)",
+        needs="parler_tts",
+    ),
 }
 
 
 def build(model_dir: Path, only: list[str] | None = None, seed: int = 0) -> list[str]:
-    """Write the tiny models (all, or those in ``only``) into ``model_dir``; their ids."""
-    names = only or list(RECIPES)
+    """Write the tiny models (all this environment can build, or those in ``only``) into
+    ``model_dir``; their ids."""
+    names = only or [n for n, r in RECIPES.items() if not r.needs or find_spec(r.needs)]
     unknown = [name for name in names if name not in RECIPES]
     if unknown:
         raise ValueError(f"unknown tiny models {unknown}; known: {', '.join(RECIPES)}")
