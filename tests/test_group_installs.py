@@ -36,8 +36,9 @@ def _uv() -> str:
     return found
 
 
-def group_python(group: str) -> Path:
-    """The interpreter of an environment holding the runner with only ``group``'s extra."""
+def group_python(group: str, extras: str | None = None) -> Path:
+    """The interpreter of an environment holding the runner with only ``group``'s extra
+    (or ``extras``)."""
     env = ENVS / group
     python = env / "bin" / "python"
     stamp = env / ".installed"
@@ -54,7 +55,7 @@ def group_python(group: str) -> Path:
     shutil.rmtree(env, ignore_errors=True)
     run("venv", "-q", "-p", "python3.11", str(env))
     run("pip", "install", "-q", "-p", str(python), *TORCH)
-    run("pip", "install", "-q", "-p", str(python), "-e", f"{ROOT}[{group}]")
+    run("pip", "install", "-q", "-p", str(python), "-e", f"{ROOT}[{extras or group}]")
     stamp.write_text(wanted)
     return python
 
@@ -92,3 +93,31 @@ def test_each_group_installed_alone_serves_its_pipelines(group, model_dir, tmp_p
             assert answer.status_code == 200, f"{pipeline}: {answer.text}\n{runner.log()}"
         finally:
             runner.stop()
+
+
+@pytest.mark.slow
+def test_the_parler_image_installed_alone_passes_its_tests():
+    """Parler-TTS has an image of its own (parler-tts pins transformers 4.46.1): its extra,
+    installed alone with the test tools, runs the Parler tests, which skip elsewhere."""
+    python = group_python("parler", "parler,test")
+    probe = subprocess.run([str(python), "-c", "import diffusers"], capture_output=True)
+    assert probe.returncode != 0, "the parler extra pulled in diffusers"
+    done = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "tests/test_text_to_speech_parler.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert " passed" in summary and "skipped" not in summary, summary
