@@ -36,10 +36,11 @@ class CancelScope:
         self._cancelled = threading.Event()
         self.deadline: float | None = None  # time.monotonic() value; set when inference starts
         self.deadline_seconds: float = 0.0
-        self.stopped_by: str | None = None  # "disconnect" or "deadline", once stopped
+        self.stopped_by: str | None = None  # "disconnect", "deadline" or "shutdown", once stopped
 
-    def cancel(self) -> None:
-        self.stopped_by = "disconnect"
+    def cancel(self, reason: str = "disconnect") -> None:
+        """Stop the request at its next checkpoint; ``reason``: "disconnect" or "shutdown"."""
+        self.stopped_by = reason
         self._cancelled.set()
 
     @property

@@ -49,6 +49,9 @@ PUBLIC_PATHS = frozenset(
     }
 )
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+SHUTDOWN_CUT_OFF = (
+    "The runner shut down (SHUTDOWN_GRACE ended) before this request finished; send it elsewhere."
+)
 # Seconds a request body may take before its average rate is checked against MIN_BODY_RATE.
 BODY_RATE_GRACE = 5.0
 log = logging.getLogger("runner.requests")
@@ -185,8 +188,14 @@ class Gate:
 
         app = asyncio.ensure_future(self.app(scope, _replay(body, gone), send_until_answered))
         watcher = asyncio.ensure_future(watch())
+        in_flight = (cancel, app)
+        self.runtime.in_flight.add(in_flight)
         try:
             await asyncio.wait({app, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if cancel.stopped_by == "shutdown" and not answered.is_set():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await app
+                raise Overloaded(SHUTDOWN_CUT_OFF)
             if gone.is_set() and not app.done():
                 cancel.cancel()
                 app.cancel()
@@ -199,6 +208,7 @@ class Gate:
                 raise ClientGone()
             await app
         finally:
+            self.runtime.in_flight.discard(in_flight)
             watcher.cancel()
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:

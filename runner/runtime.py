@@ -70,6 +70,8 @@ class Runtime:
         self.started = time.monotonic()
         self._warmup: WarmUp | None = None
         self.shutting_down = False
+        # Pipeline requests past the gate: (their cancel scope, their task), for the shutdown.
+        self.in_flight: set[tuple[CancelScope, asyncio.Future]] = set()
         self._ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -85,6 +87,15 @@ class Runtime:
     @property
     def warmup_running(self) -> bool:
         return self._warmup is not None and self._warmup.running
+
+    def cut_off_in_flight(self) -> int:
+        """The shutdown grace is over: stop every request still queued or running (running
+        ones at their next step); each is answered with the overload answer. How many."""
+        cut = list(self.in_flight)
+        for cancel, task in cut:
+            cancel.cancel("shutdown")
+            task.cancel()
+        return len(cut)
 
     def mark_unusable(self, reason: str) -> None:
         """The device cannot serve again without a restart: /health says ERROR from now on.

@@ -1,12 +1,15 @@
 """Serving with uvicorn, and the SIGTERM contract.
 
-First SIGTERM (or SIGINT): stop taking requests, let those in flight finish within
-``SHUTDOWN_GRACE`` seconds, exit 0. A second signal, or the end of the grace period, exits
-at once.
+First SIGTERM (or SIGINT): new pipeline requests get the overload answer (500, or 503, with
+Retry-After) while the listener stays open, so ``/health`` keeps answering with the true
+state; requests in flight get ``SHUTDOWN_GRACE`` seconds to finish. When the grace ends, those
+still queued or running are answered with the same overload answer (JSON, Retry-After), then
+the server stops and the process exits 0. A second signal exits at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -19,36 +22,67 @@ from starlette.types import ASGIApp
 
 from runner.app import create_app
 from runner.connections import ConnectionLimits, connection_cap, guarded_protocol
+from runner.runtime import Runtime
 from runner.settings import Settings
 from runner.warmup import process_started
 
 log = logging.getLogger("runner")
 
+# Seconds the cut-off answers get to reach their clients before the server stops.
+CUT_OFF_FLUSH = 5.0
+# Past the grace and the flush, the process leaves even if something still holds it.
+BACKSTOP = 15.0
+
 
 class Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, grace: float) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime, grace: float) -> None:
         super().__init__(config)
+        self.runtime = runtime
         self.grace = grace
-        self.on_shutdown_started = lambda: None
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit:
-            log.warning("second %s: exiting now", signal.Signals(sig).name)
+        name = signal.Signals(sig).name
+        if self.draining or self.should_exit:
+            log.warning("second %s: exiting now", name)
             _exit_now()
-        log.info(
-            "%s: no new requests; waiting up to %.0fs for those in flight",
-            signal.Signals(sig).name,
-            self.grace,
-        )
-        self.should_exit = True
-        self.on_shutdown_started()
-        timer = threading.Timer(self.grace + 1.0, _grace_over)
+        self.draining = True
+        self.runtime.shutting_down = True
+        log.info("%s: no new requests; waiting up to %.0fs for those in flight", name, self.grace)
+        timer = threading.Timer(self.grace + CUT_OFF_FLUSH + BACKSTOP, _backstop)
         timer.daemon = True
         timer.start()
+        if self._loop is None:  # not serving yet: nothing can be in flight
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain()))
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        executor = self.runtime.executor
+        deadline = loop.time() + self.grace
+        while executor.busy and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if executor.busy:
+            cut = self.runtime.cut_off_in_flight()
+            log.warning(
+                "shutdown grace period over: %d request(s) still in flight answered 500 "
+                "with Retry-After",
+                cut,
+            )
+            flushed = loop.time() + CUT_OFF_FLUSH
+            while self.runtime.in_flight and loop.time() < flushed:
+                await asyncio.sleep(0.02)
+        self.should_exit = True
 
 
-def _grace_over() -> None:
-    log.warning("shutdown grace period over: exiting with requests still in flight")
+def _backstop() -> None:
+    log.warning("shutdown took past its grace period: exiting now")
     _exit_now()
 
 
@@ -77,12 +111,8 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: object) -> uvi
 def serve(settings: Settings) -> None:
     app = create_app(settings)
     app.state.runtime.started = process_started()  # go-livepeer's clock starts with the container
-    server = Server(uvicorn_config(app, settings), settings.shutdown_grace)
-
-    def stop_admitting() -> None:
-        app.state.runtime.shutting_down = True
-
-    server.on_shutdown_started = stop_admitting
+    config = uvicorn_config(app, settings, timeout_graceful_shutdown=CUT_OFF_FLUSH)
+    server = Server(config, app.state.runtime, settings.shutdown_grace)
     log.info(
         "serving %s on http://%s:%d (model %s)",
         settings.pipeline,

@@ -109,8 +109,49 @@ def test_sigterm(runner_process, grace):
         assert runner.proc.wait(15) == 0
         assert "shutdown grace period over" in runner.log()
         worker.join()
-        assert "error" in result or result["response"].status_code != 200
+        cut_off(result["response"])
     worker.join()
+
+
+def cut_off(response: httpx.Response) -> None:
+    """The overload answer of the contract: JSON 500 with Retry-After."""
+    assert response.status_code == 500
+    assert response.headers["retry-after"] == "5"
+    assert "send it elsewhere" in response.json()["detail"]["msg"]
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_health_answering_and_answers_every_queued_request(runner_process):
+    """Issue 13, finding 10: the listener closed at SIGTERM (health: connection refused), and
+    requests still queued when the grace ended got uvicorn's plain-text 500 and a logged
+    CancelledError traceback."""
+    runner = runner_process(SHUTDOWN_GRACE="2", CAPACITY="1", MAX_QUEUE="4")
+    runner.wait_status({"IDLE"})
+    started = [start_long_request(runner) for _ in range(3)]  # one runs, two wait
+    deadline = time.monotonic() + 60
+    while metric(runner, "runner_queue_depth") < 2:
+        assert time.monotonic() < deadline, "the requests never queued"
+        time.sleep(0.05)
+    runner.proc.send_signal(signal.SIGTERM)
+    during = httpx.post(runner.url + "/text-to-image", json=LONG, timeout=10)
+    cut_off(during)
+    health = httpx.get(runner.url + "/health", timeout=2)
+    assert health.json() == {"status": "OK"}  # the truth: work is in flight
+    for worker, _ in started:
+        worker.join(60)
+    for _, result in started:
+        cut_off(result["response"])
+    assert runner.proc.wait(30) == 0
+    log = runner.log()
+    assert "Traceback" not in log and "CancelledError" not in log
+    assert "3 request(s) still in flight answered 500" in log
+
+
+def metric(runner, name: str) -> float:
+    for line in httpx.get(runner.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_a_model_missing_from_model_dir_is_error_and_the_log_says_how_to_fix_it(runner_process):
