@@ -221,10 +221,12 @@ class Downloads:
         if it cannot be within ``LORA_DOWNLOAD_TIMEOUT`` (waiting for a turn included)."""
         with self._lock:
             future = self._running.get(repo)
-            if future is None:
+            started = future is None
+            if started:
                 future = self._pool.submit(self._download, repo, what, choose)
                 self._running[repo] = future
-                future.add_done_callback(lambda done: self._forget(repo, done))
+        if started:  # outside the lock: a download already over calls back at once
+            future.add_done_callback(lambda done: self._forget(repo, done))
         try:
             return future.result(timeout=self.timeout)
         except FutureTimeout:

@@ -15,7 +15,7 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,7 +24,7 @@ from conftest import RunnerProcess, serving
 from helpers import decode_image, pixels
 from stand_in_hub import StandInHub
 
-from runner.hub import cache_folder, locate_model
+from runner.hub import Downloads, FetchFailed, cache_folder, locate_model
 from runner.settings import Settings, SettingsError, load_settings
 from runner.tiny_models import (
     TINY_SAFETY_CHECKER,
@@ -223,6 +223,39 @@ def test_the_lightning_base_is_fetched_at_load_and_a_hub_down_is_400(model_dir, 
             assert response.status_code == 400
         finally:
             runner.stop()
+
+
+class AtOnce(Executor):
+    """Runs the download in ``submit``: it is over before the requester waits for it."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # noqa: ANN001 - Executor's signature
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+def test_a_download_over_before_its_requester_waits_does_not_hang_it(make_settings, tmp_path):
+    """A hub that refuses connections fails a download in microseconds."""
+    with StandInHub() as down:
+        down.stop()
+    downloads = Downloads(make_settings(model_dir=tmp_path, hf_endpoint=down.url))
+    downloads._pool = AtOnce()
+    failures: list[str] = []
+
+    def fetch() -> None:
+        try:
+            downloads.fetch("hub-loras/absent", "LoRA adapter", lambda listing: "")
+        except FetchFailed as exc:
+            failures.append(exc.reason)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the fetch never returned"
+    assert len(failures) == 1
 
 
 # -- HF_HUB_OFFLINE=1: today's errors, and the hub is never asked -----------------------
