@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from pathlib import Path
@@ -212,9 +212,10 @@ class Downloads:
         self.hub = Hub(settings)
         self.timeout = settings.lora_download_timeout
         self.max_bytes = settings.lora_max_bytes
-        self._pool = ThreadPoolExecutor(settings.hub_max_downloads, thread_name_prefix="hub")
+        self.at_once = settings.hub_max_downloads
+        self._pool = ThreadPoolExecutor(self.at_once, thread_name_prefix="hub")
         self._lock = threading.Lock()
-        self._running: dict[str, Future[Path]] = {}
+        self._running: dict[str, Future[Path]] = {}  # started or waiting for a turn
 
     def fetch(self, repo: str, what: str, choose: Callable[[dict[str, int]], str]) -> Path:
         """``repo``'s snapshot once the file ``choose`` picks is downloaded; ``FetchFailed``
@@ -225,11 +226,19 @@ class Downloads:
             if started:
                 future = self._pool.submit(self._download, repo, what, choose)
                 self._running[repo] = future
+                if len(self._running) > self.at_once:
+                    log.info(
+                        "%s %s waits for a download turn (HUB_MAX_DOWNLOADS=%d)",
+                        what,
+                        repo,
+                        self.at_once,
+                    )
         if started:  # outside the lock: a download already over calls back at once
             future.add_done_callback(lambda done: self._forget(repo, done))
         try:
             return future.result(timeout=self.timeout)
-        except FutureTimeout:
+        except (FutureTimeout, CancelledError):
+            future.cancel()  # one that never got a turn does not start any more
             raise FetchFailed(
                 f"the download did not finish within {self.timeout:g} s (LORA_DOWNLOAD_TIMEOUT)"
             ) from None

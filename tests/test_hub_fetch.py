@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,8 @@ from runner.tiny_models import (
 
 LORA = "hub-loras/sd15-style"
 HELD_LORA = "hub-loras/held"
+HELD_LORA_2 = "hub-loras/held-too"
+OTHER_LORA = "hub-loras/sd15-style-2"
 STALLED_LORA = "hub-loras/stalled"
 LARGE_LORA = "hub-loras/too-large"
 PICKLED_LORA = "hub-loras/pickled"
@@ -83,7 +86,9 @@ def hub(model_dir: Path) -> Iterator[StandInHub]:
     with StandInHub() as hub:
         hub.add_folder(TINY_SAFETY_CHECKER, locate_model(model_dir, TINY_SAFETY_CHECKER))
         hub.add_folder(LORA, lora)
+        hub.add_folder(OTHER_LORA, lora)
         hub.add_folder(HELD_LORA, lora).held = threading.Event()
+        hub.add_folder(HELD_LORA_2, lora).held = threading.Event()
         hub.add_folder(STALLED_LORA, lora).held = threading.Event()
         weights = b"\0" * (MAX_BYTES + 100_000)
         hub.add_files(LARGE_LORA, {"pytorch_lora_weights.safetensors": weights})
@@ -99,6 +104,7 @@ def online(hub: StandInHub, model_dir: Path, tmp_path_factory) -> Iterator[tuple
         hub,
         folder,
         CAPACITY="1",
+        HUB_MAX_DOWNLOADS="1",
         LORA_MAX_BYTES=str(MAX_BYTES),
         LORA_DOWNLOAD_TIMEOUT=str(TIMEOUT),
     )
@@ -179,6 +185,29 @@ def test_requests_are_served_while_a_lora_downloads(online, hub):
             repo.held.set()
         response = waiting.result(timeout=120)
     assert response.status_code == 200, response.text
+
+
+def test_at_most_hub_max_downloads_run_at_once(online, hub):
+    """HUB_MAX_DOWNLOADS=1: a second adapter's download waits for the first to end."""
+    url, _, runner = online
+    first = hub.repos[HELD_LORA_2]
+    hub.downloading.clear()
+    with ThreadPoolExecutor(2) as pool:
+        waiting_first = pool.submit(post, url, {HELD_LORA_2: 1.0})
+        try:
+            assert hub.downloading.wait(60), "the first download never started"
+            waiting_second = pool.submit(post, url, {OTHER_LORA: 1.0})
+            deadline = time.monotonic() + 60
+            line = f"LoRA adapter {OTHER_LORA} waits for a download turn (HUB_MAX_DOWNLOADS=1)"
+            while line not in runner.log():
+                assert time.monotonic() < deadline, runner.log()
+                time.sleep(0.05)
+            assert hub.calls_for(OTHER_LORA) == []
+        finally:
+            first.held.set()
+        assert waiting_first.result(timeout=120).status_code == 200
+        assert waiting_second.result(timeout=120).status_code == 200
+    assert hub.calls_for(OTHER_LORA)
 
 
 def test_a_download_that_does_not_finish_in_time_is_400(online, hub):
