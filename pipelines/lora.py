@@ -117,6 +117,13 @@ def _choose_weights(listing: dict[str, int]) -> str:
     return name
 
 
+def _has_weights(snapshot: Path | None) -> bool:
+    """Whether an adapter's snapshot holds weights (a failed download leaves it empty)."""
+    return snapshot is not None and any(
+        file.suffix in (".safetensors", ".bin") for file in snapshot.rglob("*")
+    )
+
+
 def _locate(model_dir: Path, repo: str) -> Path:
     try:
         return locate_model(model_dir, repo)
@@ -196,10 +203,12 @@ class LoraAdapters:
         slot nor the event loop, and other requests are served meanwhile."""
         wanted = self._wanted(loras)
         for repo in wanted:
-            if cached_snapshot(self.model_dir, repo) is not None:
+            snapshot = cached_snapshot(self.model_dir, repo)
+            if self.downloads is None:  # HF_HUB_OFFLINE=1: only what MODEL_DIR holds
+                if snapshot is None:
+                    _locate(self.model_dir, repo)
                 continue
-            if self.downloads is None:
-                _locate(self.model_dir, repo)
+            if _has_weights(snapshot):
                 continue
             try:
                 self.downloads.fetch(repo, "LoRA adapter", _choose_weights)

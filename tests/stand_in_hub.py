@@ -12,8 +12,8 @@ and ``http_get``, utils/_http.py ``hf_raise_for_status``):
   ``X-Linked-Size``; a missing file is a 404 with ``X-Error-Code: EntryNotFound``.
 
 A repo's file bodies can be held back until the test lets them go (a slow download) or
-until the hub stops (a stalled one), and every request is recorded. Each connection is
-closed after one answer, so once stopped the hub is down for every caller.
+until the hub stops (a stalled one), or fail with a 500; every request is recorded. Each
+connection is closed after one answer, so once stopped the hub is down for every caller.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Repo:
         self.files = files
         self.sha = hashlib.sha1(repo_id.encode()).hexdigest()
         self.held: threading.Event | None = None  # set: file bodies wait until it is set
+        self.failing = False  # True: file GETs answer 500 (HEADs still succeed)
 
     def blob_id(self, path: str) -> str:
         data = self.files[path]
@@ -145,6 +146,8 @@ class StandInHub:
         headers["ETag"] = f'"{repo.blob_id(path)}"'
         if lfs := repo.lfs(path):
             headers |= {"X-Linked-Etag": f'"{lfs["sha256"]}"', "X-Linked-Size": str(len(data))}
+        if body and repo.failing:
+            return self._send(handler, 500, {"X-Repo-Commit": repo.sha}, b"", body)
         if not body or repo.held is None:
             return self._send(handler, 200, headers, data, body)
         self._send_head(handler, 200, headers, len(data))

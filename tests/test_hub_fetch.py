@@ -42,6 +42,7 @@ OTHER_LORA = "hub-loras/sd15-style-2"
 STALLED_LORA = "hub-loras/stalled"
 LARGE_LORA = "hub-loras/too-large"
 PICKLED_LORA = "hub-loras/pickled"
+FAILING_LORA = "hub-loras/failing"
 MAX_BYTES = 200_000  # the tiny LoRA is about 27 kB
 TIMEOUT = 6
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 1}
@@ -92,6 +93,7 @@ def hub(model_dir: Path) -> Iterator[StandInHub]:
         hub.add_folder(STALLED_LORA, lora).held = threading.Event()
         weights = b"\0" * (MAX_BYTES + 100_000)
         hub.add_files(LARGE_LORA, {"pytorch_lora_weights.safetensors": weights})
+        hub.add_folder(FAILING_LORA, lora).failing = True
         hub.add_files(PICKLED_LORA, {"pytorch_lora_weights.bin": b"\0" * 1000})
         yield hub
 
@@ -164,6 +166,16 @@ def test_a_lora_with_only_pickled_weights_is_400(online, hub):
         "file (pickled weights are not fetched)."
     )
     assert not [call for call in hub.calls_for(PICKLED_LORA) if "/resolve/" in call[1]]
+
+
+def test_a_failed_download_is_400_and_the_next_request_tries_again(online, hub):
+    url = online[0]
+    assert refused(url, {FAILING_LORA: 1.0}) == (
+        f"loras: adapter {FAILING_LORA} could not be fetched: the hub answered HTTP 500."
+    )
+    hub.repos[FAILING_LORA].failing = False
+    response = post(url, {FAILING_LORA: 1.0})
+    assert response.status_code == 200, response.text
 
 
 def test_requests_are_served_while_a_lora_downloads(online, hub):
