@@ -130,6 +130,10 @@ class Hub:
         """
         if not self.online:
             raise FetchFailed("HF_HUB_OFFLINE=1 is set")
+        with hub_errors():  # a folder it cannot write, too
+            return self._fetch(repo, what, choose)
+
+    def _fetch(self, repo: str, what: str, choose: Callable[[dict[str, int]], list[str]]) -> Path:
         listing = self.files(repo)
         wanted = choose(listing)
         if not wanted:
@@ -146,8 +150,12 @@ class Hub:
             self.model_dir,
         )
         started = time.perf_counter()
-        for name in wanted:
+        marker = unfinished_marker(self.model_dir, repo)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        for name in wanted:  # files already there (an earlier, cut-short fetch) are kept
             self.download(repo, name)
+        marker.unlink()
         log.info("fetched %s (%s) in %.1fs", repo, what, time.perf_counter() - started)
         return locate_model(self.model_dir, repo)
 
@@ -155,21 +163,34 @@ class Hub:
 def fetch_missing(
     settings: Settings, repo: str, what: str, choose: Callable[[dict[str, int]], list[str]]
 ) -> Path:
-    """``repo``'s snapshot in ``MODEL_DIR``, fetched first when it is not there and the
-    runner is online; ``ModelNotFound`` naming it otherwise."""
-    try:
-        return locate_model(settings.model_dir, repo)
-    except ModelNotFound as missing:
-        if settings.hf_hub_offline:
-            raise
-        absent = missing
-    log.info("%s (%s) is not in MODEL_DIR: fetching it from the hub", repo, what)
+    """``repo``'s snapshot in ``MODEL_DIR``, fetched first when it is not there (or an
+    earlier fetch was cut short) and the runner is online; ``ModelNotFound`` naming it
+    otherwise."""
+    snapshot = cached_snapshot(settings.model_dir, repo)
+    interrupted = unfinished_marker(settings.model_dir, repo).exists()
+    if snapshot is not None and (not interrupted or settings.hf_hub_offline):
+        return snapshot
+    if settings.hf_hub_offline:
+        return locate_model(settings.model_dir, repo)  # raises, saying how to get it
+    state = "partly fetched (a fetch was cut short)" if interrupted else "not in MODEL_DIR"
+    log.info("%s (%s) is %s: fetching it from the hub", repo, what, state)
     try:
         return Hub(settings).fetch(repo, what, choose)
     except FetchFailed as exc:
+        try:
+            locate_model(settings.model_dir, repo)
+            absent = f"model {repo} is {state}"
+        except ModelNotFound as missing:
+            absent = missing.message
         raise ModelNotFound(
-            f"{absent.message}; fetching it from {settings.hf_endpoint} failed: {exc.reason}"
+            f"{absent}; fetching it from {settings.hf_endpoint} failed: {exc.reason}"
         ) from None
+
+
+def unfinished_marker(model_dir: Path, repo: str) -> Path:
+    """There while a load-time fetch of ``repo`` has not finished (kept if it is cut short:
+    the container stopped, the hub failed), so the next start completes it."""
+    return model_dir / ".runner-fetches" / f"{cache_folder(model_dir, repo).name}.unfinished"
 
 
 class DeadlineExceeded(Exception):
@@ -249,6 +270,10 @@ class Downloads:
                 del self._running[repo]
 
     def _download(self, repo: str, what: str, choose: Callable[[dict[str, int]], str]) -> Path:
+        with hub_errors():  # a folder it cannot write, too
+            return self._download_file(repo, what, choose)
+
+    def _download_file(self, repo: str, what: str, choose: Callable[[dict[str, int]], str]) -> Path:
         deadline = time.monotonic() + self.timeout
         listing = self.hub.files(repo, timeout=min(METADATA_TIMEOUT, self.timeout))
         name = choose(listing)

@@ -230,6 +230,37 @@ def test_a_download_that_does_not_finish_in_time_is_400(online, hub):
     assert httpx.get(online[0] + "/health", timeout=2).json() == {"status": "IDLE"}
 
 
+def test_a_fetch_at_load_that_fails_is_an_error_and_the_next_start_completes_it(
+    model_dir, tmp_path
+):
+    folder = copy_models(model_dir, tmp_path / "models", TINY_SD)
+    with StandInHub() as hub:
+        checker = hub.add_folder(TINY_SAFETY_CHECKER, locate_model(model_dir, TINY_SAFETY_CHECKER))
+        checker.failing = True
+        first = RunnerProcess(online_env(hub, folder), tmp_path / "first.log")
+        try:
+            first.wait_listening()
+            assert first.wait_status({"IDLE", "ERROR"}) == "ERROR", first.log()
+            response = post(first.url)
+            assert response.status_code == 500
+            assert (
+                f"safety checker: model {TINY_SAFETY_CHECKER} is not in MODEL_DIR; fetching it "
+                f"from {hub.url} failed: the hub answered HTTP 500; or set SAFETY_CHECKER=false"
+            ) in response.json()["detail"]["msg"]
+        finally:
+            first.stop()
+        checker.failing = False  # the hub is back; the container is started again
+        second = RunnerProcess(online_env(hub, folder), tmp_path / "second.log")
+        try:
+            second.wait_listening()
+            assert second.wait_status({"IDLE", "ERROR"}) == "IDLE", second.log()
+            assert "is partly fetched (a fetch was cut short): fetching it" in second.log()
+            response = post(second.url, safety_check=True)
+            assert response.status_code == 200, response.text
+        finally:
+            second.stop()
+
+
 def test_the_lightning_base_is_fetched_at_load_and_a_hub_down_is_400(model_dir, tmp_path):
     folder = copy_models(model_dir, tmp_path / "models", TINY_SDXL_LIGHTNING)
     with StandInHub() as hub:
