@@ -25,7 +25,7 @@ from conftest import RunnerProcess, serving
 from helpers import decode_image, pixels
 from stand_in_hub import StandInHub
 
-from runner.hub import Downloads, FetchFailed, cache_folder, locate_model
+from runner.hub import Downloads, FetchFailed, Hub, cache_folder, locate_model
 from runner.settings import Settings, SettingsError, load_settings
 from runner.tiny_models import (
     TINY_SAFETY_CHECKER,
@@ -295,6 +295,16 @@ def test_the_lightning_base_is_fetched_at_load_and_a_hub_down_is_400(model_dir, 
             assert response.status_code == 400
         finally:
             runner.stop()
+
+
+def test_a_fetch_that_would_leave_too_little_disk_is_refused(make_settings, tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    size = free // 10
+    with pytest.raises(FetchFailed) as refused_fetch:
+        Hub(make_settings(model_dir=tmp_path, hub_min_free_bytes=free)).check_disk(size)
+    assert refused_fetch.value.reason.endswith("free; HUB_MIN_FREE_BYTES)")
+    assert "would leave less than" in refused_fetch.value.reason
+    Hub(make_settings(model_dir=tmp_path, hub_min_free_bytes=0)).check_disk(size)
 
 
 class AtOnce(Executor):
