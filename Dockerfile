@@ -46,11 +46,11 @@ RUN useradd --create-home --uid 1000 runner \
     && mkdir /models \
     && chown runner:runner /models
 COPY --from=build /opt/venv /opt/venv
-# Models come from the folder mounted at /models, a Hugging Face hub cache; never the network.
+# Models come from the folder mounted at /models, a Hugging Face hub cache; what ai-runner
+# fetches at run time is fetched into it, unless HF_HUB_OFFLINE=1 is set (docs/operators.md).
 ENV PATH=/opt/venv/bin:$PATH \
     HF_HOME=/models \
     HF_HUB_CACHE=/models \
-    HF_HUB_OFFLINE=1 \
     MODEL_DIR=/models \
     HOST=0.0.0.0 \
     PORT=8000 \

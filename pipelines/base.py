@@ -3,8 +3,9 @@
 A pipeline declares its route (path, operation id, request and answer types) and implements
 ``load``, ``predict`` and ``encode``. It never reads the environment: it gets ``Settings``.
 Call order: ``load`` and ``warmup`` once on a worker thread; then, per request, ``check``
-on the event loop (cheap, before queueing), ``predict`` on an inference thread holding a
-slot, and ``encode`` on a worker thread after the slot is given back.
+on the event loop (cheap, before queueing), ``prepare`` on a worker thread (fetching what
+the request needs, before it waits for a slot), ``predict`` on an inference thread holding
+a slot, and ``encode`` on a worker thread after the slot is given back.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ class Pipeline(ABC, Generic[ParamsT, OutputT]):
 
     def check(self, params: ParamsT) -> None:  # noqa: B027 - optional hook
         """Validate values the schema cannot; raise ``InvalidInput`` naming the field."""
+
+    def prepare(self, params: ParamsT) -> None:  # noqa: B027 - optional hook
+        """Fetch from the hub what the request needs and ``MODEL_DIR`` lacks (a LoRA).
+
+        Runs after the model is loaded and before the request waits for an inference slot,
+        on a thread of its own: a download blocks neither the event loop nor a slot."""
 
     @abstractmethod
     def predict(self, params: ParamsT) -> OutputT:

@@ -12,6 +12,7 @@ import random
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
@@ -29,7 +30,13 @@ from pipelines.memory_retry import generate_retrying, smaller_decode_chunks
 from runner.cancellation import diffusers_step_end
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput
-from runner.hub import ModelNotFound, locate_model
+from runner.hub import (
+    ModelNotFound,
+    diffusers_files,
+    fetch_missing,
+    locate_model,
+    transformers_files,
+)
 from runner.media import png_data_urls
 from runner.schemas import ImageResponse, Media
 from runner.settings import Settings
@@ -131,7 +138,15 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         if swap is None:
             files = prepare_model(settings, fp16_without_variant=False)
         else:  # the UNet repository holds no pipeline: the SDXL base provides the rest
-            files = prepare_model(settings, repo=settings.sdxl_base_id, fp16_without_variant=False)
+            base = fetch_missing(
+                settings,
+                settings.sdxl_base_id,
+                "the SDXL base of SDXL-Lightning, without its UNet",
+                partial(diffusers_files, skip_weights=("unet",)),
+            )
+            files = prepare_model(
+                settings, repo=settings.sdxl_base_id, path=base, fp16_without_variant=False
+            )
         model_index = read_model_index(files)
         self.family = family_of(self.model_id, model_index.get("_class_name"), self.architectures)
         if self.family.cuda_dtype and files.device == "cuda" and not settings.bfloat16:
@@ -308,7 +323,12 @@ class PromptedDiffusion(DiffusionPipeline[ParamsT]):
     def load(self) -> None:
         super().load()
         self.prompt_slots = prompt_slots(self.pipe)
-        self.loras = LoraAdapters(self.pipe, self.settings.model_dir, self.settings.max_loras)
+        self.loras = LoraAdapters(self.pipe, self.settings)
+
+    def prepare(self, params: BaseModel) -> None:
+        """Fetch the LoRAs the request names that ``MODEL_DIR`` lacks."""
+        self.check_for_model(params)
+        self.loras.fetch_missing(params.loras)
 
     def prompts(self, params: BaseModel) -> dict[str, str]:
         """The request's prompt and negative prompt, split over the model's text encoders."""
@@ -360,7 +380,7 @@ class SafetyChecker:
 
         model_id = settings.safety_checker_id
         try:
-            path = locate_model(settings.model_dir, model_id)
+            path = fetch_missing(settings, model_id, "safety checker", transformers_files)
         except ModelNotFound as exc:
             raise ModelNotFound(
                 f"safety checker: {exc.message}; or set SAFETY_CHECKER=false to run without it"

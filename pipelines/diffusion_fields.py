@@ -91,4 +91,4 @@ def check_shared(settings: Settings, params: BaseModel) -> None:
             checks.in_range(name, getattr(params, name), 0, settings.max_guidance_scale)
     checks.seed(params.seed)
     if "loras" in fields:
-        check_loras(params.loras, settings.model_dir, settings.max_loras)
+        check_loras(params.loras, settings)

@@ -1,6 +1,7 @@
-"""LoRA adapters for the diffusion pipelines: the request's ``loras`` field, the adapters
-kept loaded on the pipe (least recently used dropped first), and the gate that keeps a
-request from ever running with another request's adapters.
+"""LoRA adapters for the diffusion pipelines: the request's ``loras`` field, fetching the
+adapters ``MODEL_DIR`` lacks (as ai-runner, unless HF_HUB_OFFLINE=1), the adapters kept
+loaded on the pipe (least recently used dropped first), and the gate that keeps a request
+from ever running with another request's adapters.
 
 Adapter state is global to the pipe while ``CAPACITY`` inferences share it, so requests
 whose adapters (and weights) are the active ones run together; one that wants others waits
@@ -16,7 +17,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,15 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from runner.errors import InvalidInput
-from runner.hub import ModelNotFound, locate_model
+from runner.hub import Downloads, FetchFailed, ModelNotFound, cached_snapshot, locate_model
+from runner.settings import Settings
 
 log = logging.getLogger("pipelines.lora")
 
 Weights = dict[str, float]  # adapter repo id -> weight; {} runs without adapters
+# diffusers' choice of a LoRA repo's weights file (loaders/lora_base.py _best_guess_weight_name)
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+NOT_WEIGHTS = ("scheduler", "optimizer", "checkpoint")
 
 
 def parse_loras(text: str, limit: int) -> Weights:
@@ -83,12 +88,40 @@ def _finite(repo: str, weight: Any) -> float:
     return number
 
 
-def check_loras(text: str, model_dir: Path, limit: int) -> Weights:
-    """Parse the field and check that each adapter is in ``MODEL_DIR``; loading is later."""
-    weights = parse_loras(text, limit)
-    for repo in weights:
-        _locate(model_dir, repo)
+def check_loras(text: str, settings: Settings) -> Weights:
+    """Parse the field; offline, check that each adapter is in ``MODEL_DIR`` (online, the
+    missing ones are fetched before the request waits for a slot). Loading is later."""
+    weights = parse_loras(text, settings.max_loras)
+    if settings.hf_hub_offline:
+        for repo in weights:
+            _locate(settings.model_dir, repo)
     return weights
+
+
+def weights_file(names: Iterable[str]) -> str | None:
+    """The ``.safetensors`` file of a LoRA repo that diffusers would load; pickled weights
+    are never chosen."""
+    candidates = sorted(
+        name
+        for name in names
+        if name.endswith(".safetensors") and not any(word in name for word in NOT_WEIGHTS)
+    )
+    preferred = [name for name in candidates if name.endswith(WEIGHTS_NAME)]
+    return (preferred or candidates or [None])[0]
+
+
+def _choose_weights(listing: dict[str, int]) -> str:
+    name = weights_file(listing)
+    if name is None:
+        raise FetchFailed("it has no .safetensors weights file (pickled weights are not fetched)")
+    return name
+
+
+def _has_weights(snapshot: Path | None) -> bool:
+    """Whether an adapter's snapshot holds weights (a failed download leaves it empty)."""
+    return snapshot is not None and any(
+        file.suffix in (".safetensors", ".bin") for file in snapshot.rglob("*")
+    )
 
 
 def _locate(model_dir: Path, repo: str) -> Path:
@@ -151,23 +184,50 @@ class AdapterGate:
 
 
 class LoraAdapters:
-    """The adapters loaded on one diffusers pipe, at most ``limit`` of them kept."""
+    """The adapters loaded on one diffusers pipe, at most ``MAX_LORAS`` of them kept."""
 
-    def __init__(self, pipe: Any, model_dir: Path, limit: int) -> None:
+    def __init__(self, pipe: Any, settings: Settings) -> None:
         self.pipe = pipe
-        self.model_dir = model_dir
-        self.limit = limit
+        self.model_dir = settings.model_dir
+        self.limit = settings.max_loras
+        self.downloads = None if settings.hf_hub_offline else Downloads(settings)
         self.gate = AdapterGate()
         # repo id -> the pipe's adapter name, least recently used first
         self.loaded: OrderedDict[str, str] = OrderedDict()
         self._loads = 0
 
-    @contextmanager
-    def applied(self, loras: str) -> Iterator[None]:
-        """Run the body with exactly the adapters the ``loras`` field names active."""
+    def fetch_missing(self, loras: str) -> None:
+        """Download the adapters the ``loras`` field names that ``MODEL_DIR`` lacks.
+
+        Called before the request waits for an inference slot: a download holds neither a
+        slot nor the event loop, and other requests are served meanwhile."""
+        wanted = self._wanted(loras)
+        for repo in wanted:
+            snapshot = cached_snapshot(self.model_dir, repo)
+            if self.downloads is None:  # HF_HUB_OFFLINE=1: only what MODEL_DIR holds
+                if snapshot is None:
+                    _locate(self.model_dir, repo)
+                continue
+            if _has_weights(snapshot):
+                continue
+            try:
+                self.downloads.fetch(repo, "LoRA adapter", _choose_weights)
+            except FetchFailed as exc:
+                log.warning("LoRA adapter %s could not be fetched: %s", repo, exc.reason)
+                raise InvalidInput(
+                    f"loras: adapter {repo} could not be fetched: {exc.reason}."
+                ) from None
+
+    def _wanted(self, loras: str) -> Weights:
         wanted = parse_loras(loras, self.limit)
         if wanted and not hasattr(self.pipe, "load_lora_weights"):
             raise InvalidInput(f"loras: this model ({type(self.pipe).__name__}) takes no LoRAs.")
+        return wanted
+
+    @contextmanager
+    def applied(self, loras: str) -> Iterator[None]:
+        """Run the body with exactly the adapters the ``loras`` field names active."""
+        wanted = self._wanted(loras)
         with self.gate.entered(wanted, self._switch):
             yield
 
@@ -206,11 +266,13 @@ class LoraAdapters:
 
         device_errors = (torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ()
         path = _locate(self.model_dir, repo)
+        found = weights_file(str(file.relative_to(path)) for file in path.rglob("*.safetensors"))
+        chosen = {"weight_name": found} if found else {}  # else diffusers looks for itself
         self._loads += 1
         name = f"lora_{self._loads}"
         started = time.perf_counter()
         try:
-            self.pipe.load_lora_weights(str(path), adapter_name=name)
+            self.pipe.load_lora_weights(str(path), adapter_name=name, **chosen)
             if not any(name in names for names in self.pipe.get_list_adapters().values()):
                 raise ValueError("no weights for this model's layers")
         except Exception as exc:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 
 def _serve(_: argparse.Namespace) -> int:
-    # No network at run time: models come from MODEL_DIR only. Set before any hub import.
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    # Models load from MODEL_DIR only; what it lacks is fetched as ai-runner fetches it
+    # (runner/hub.py), unless the operator sets HF_HUB_OFFLINE=1. Set before any hub import.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from runner.logs import configure_logging

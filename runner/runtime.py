@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 
@@ -62,6 +63,11 @@ class Runtime:
         self.settings = settings
         self.pipeline = pipeline
         self.executor = InferenceExecutor(settings.capacity, settings.max_queue)
+        # One thread per admitted request at most: a request waiting for a download never
+        # keeps another from being prepared.
+        self._preparing = ThreadPoolExecutor(
+            settings.capacity + settings.max_queue, thread_name_prefix="prepare"
+        )
         self.load_state = LoadState.LOADING
         self.load_error: str | None = None
         self.fatal: str | None = None
@@ -261,6 +267,7 @@ class Runtime:
 
         arrived = time.perf_counter()
         await self.wait_ready()
+        await self._prepare(params)
         try:
             output = await self.executor.run(timed_predict)
         except DeviceUnusable as exc:
@@ -271,6 +278,17 @@ class Runtime:
         body = await asyncio.to_thread(self._encode, output)
         timings.encode = time.perf_counter() - finished
         return body
+
+    async def _prepare(self, params: BaseModel) -> None:
+        """The pipeline's ``prepare`` (hub fetches) before the request waits for a slot."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._preparing, self.pipeline.prepare, params)
+        except RunnerError:
+            raise
+        except Exception as exc:
+            log.exception("preparing the request failed")
+            raise InferenceFailed(f"Inference failed: {type(exc).__name__}.") from exc
 
     def _encode(self, output: object) -> bytes:
         try:

@@ -10,7 +10,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.registry import default_model_id, pipeline_names
@@ -21,6 +28,8 @@ SEMVER = re.compile(
     r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
 )
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+HF_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub counts as set
 
 
 def _default_torch_threads() -> int:
@@ -127,6 +136,24 @@ class Settings(BaseSettings):
         description="The SDXL base that ByteDance/SDXL-Lightning UNets are loaded into.",
     )
 
+    hf_hub_offline: bool = Field(
+        False,
+        validation_alias=AliasChoices("hf_hub_offline", "transformers_offline"),
+        description="1: never fetch from the hub; what MODEL_DIR lacks is an error.",
+    )
+    hf_endpoint: str = Field("https://huggingface.co", description="The hub fetched from.")
+    hf_token: SecretStr | None = Field(None, description="Token for gated or private repos.")
+    lora_max_bytes: int = Field(
+        2 * GiB, ge=1, description="Largest LoRA weights file fetched for a request."
+    )
+    lora_download_timeout: float = Field(
+        120.0, gt=0, description="Seconds a request waits for its LoRA to be fetched."
+    )
+    hub_max_downloads: int = Field(2, ge=1, description="LoRA downloads that run at once.")
+    hub_min_free_bytes: int = Field(
+        5 * GiB, ge=0, description="Free space a fetch must leave on MODEL_DIR's disk."
+    )
+
     @field_validator("pipeline")
     @classmethod
     def _known_pipeline(cls, value: str) -> str:
@@ -157,6 +184,21 @@ class Settings(BaseSettings):
             sizes.append(size)
         return tuple(sizes)
 
+    @field_validator("hf_hub_offline", mode="before")
+    @classmethod
+    def _hf_flag(cls, value: object) -> object:
+        """Read as huggingface_hub reads it: set when 1, ON, YES or TRUE; else unset."""
+        if isinstance(value, str):
+            return value.strip().upper() in HF_TRUE_VALUES
+        return value
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://huggingface.co")
+        return value.rstrip("/")
+
     @field_validator("model_id", "safety_checker_id", "sdxl_base_id")
     @classmethod
     def _hub_id(cls, value: str) -> str:
@@ -177,6 +219,11 @@ class Settings(BaseSettings):
     @property
     def token(self) -> str | None:
         return self.auth_token.get_secret_value() if self.auth_token else None
+
+    @property
+    def hub_token(self) -> str | bool:
+        """``token`` for huggingface_hub calls: HF_TOKEN, or False (it then reads nothing)."""
+        return self.hf_token.get_secret_value() if self.hf_token else False
 
 
 class SettingsError(Exception):
