@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from conftest import serving, wait_for_status
 from helpers import max_pixel_difference
@@ -332,3 +333,40 @@ def test_a_budget_past_the_workers_limit_is_warned_about(make_settings, caplog):
         "LOADING_BUDGET=180s is not inside go-livepeer's 180-second limit on LOADING: its worker "
         "may destroy this container while it warms up" in caplog.text
     )
+
+
+def test_the_worker_never_destroys_a_runner_that_compiles_past_its_loading_limit(
+    make_settings, gated, tmp_path
+):
+    """Issue 12, item 4, as go-livepeer watches it (ai/worker/docker.go watchContainer, in
+    accelerated time): compiling held well past the 3-minute LOADING limit, the container
+    leaves LOADING within LOADING_BUDGET, joins the pool, is never destroyed, and the compiled
+    model takes over once the compile ends."""
+    from go_worker import ContainerWatch
+    from test_worker_health import runner_on_a_socket
+
+    clock = 0.05  # 5 s polls -> 0.25 s; the 3-minute LOADING limit -> 9 s
+    settings = compiling_settings(make_settings, tmp_path, loading_budget=1)
+    with runner_on_a_socket(settings) as url:
+        watch = ContainerWatch(url, clock=clock)
+        try:
+            assert watch.start() is True, watch.report()  # a warm container, LOADING at first
+            watch.watch()
+            assert gated.compiling.wait(60)
+            watch.wait_for(lambda: watch.in_pool, 180)
+            past_the_limit = time.monotonic() + watch.seconds(180 + 3 * 5)
+            while time.monotonic() < past_the_limit:
+                assert watch.destroyed is None, watch.report()
+                time.sleep(0.05)
+            assert not gated.gate.is_set()  # still compiling all along
+            gated.gate.set()
+            with httpx.Client(base_url=url) as http:
+                deadline = time.monotonic() + 120
+                while "runner_compiled_model_active 1.0" not in http.get("/metrics").text:
+                    assert time.monotonic() < deadline, "the compiled model never took over"
+                    time.sleep(0.05)
+            assert watch.destroyed is None and watch.in_pool, watch.report()
+            loading = [p for p in watch.polls if p.outcome == "LOADING"]
+            assert all(p.at < watch.seconds(180) for p in loading), watch.report()
+        finally:
+            watch.stop()
