@@ -55,7 +55,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     VERSION=${VERSION}
-USER 1000:1000
+# Root by default, as ai-runner's image: the orchestrator's models folder is usually root's,
+# and the safety checker, the SDXL base and LoRAs are fetched into it. `--user runner` (uid
+# 1000) runs unprivileged where /models is writable by that user.
 WORKDIR /home/runner
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=6s --start-period=300s --retries=3 CMD ["ai-runner", "healthcheck"]
