@@ -40,6 +40,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PUBLIC_PATHS = frozenset(
     {
         "/health",
+        "/ready",
         "/version",
         "/hardware/info",
         "/hardware/stats",

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 
@@ -43,6 +44,15 @@ def system_router(runtime: Runtime, metrics: Metrics) -> APIRouter:
     @router.get("/health", operation_id="health", summary="Health", response_model=HealthCheck)
     async def health() -> HealthCheck:
         return HealthCheck(status=runtime.health())
+
+    @router.get("/ready", include_in_schema=False)
+    async def ready() -> Response:
+        """200 when a request would be taken now; 503 while loading, failed, draining or full.
+        Not in the AI worker's contract (its document stays the reference's)."""
+        reason = runtime.readiness()
+        if reason is None:
+            return JSONResponse({"ready": True, "status": runtime.health().value})
+        return JSONResponse({"ready": False, "status": reason}, status_code=503)
 
     @router.get("/version", operation_id="version", summary="Version", response_model=Version)
     async def version() -> Version:

@@ -90,6 +90,18 @@ class Runtime:
             return HealthStatus.LOADING
         return HealthStatus.OK if self.executor.busy > 0 else HealthStatus.IDLE
 
+    def readiness(self) -> str | None:
+        """Why a new request could not be taken now, or None when it could: for ``/ready``,
+        which a live-runner orchestrator polls to decide where to send traffic."""
+        health = self.health()
+        if health in (HealthStatus.LOADING, HealthStatus.ERROR):
+            return health.value
+        if self.shutting_down:
+            return "DRAINING"
+        if self.executor.busy >= self.executor.capacity + self.executor.max_queue:
+            return "FULL"
+        return None
+
     @property
     def warmup_running(self) -> bool:
         return self._warmup is not None and self._warmup.running

@@ -137,6 +137,8 @@ def test_sigterm_keeps_health_answering_and_answers_every_queued_request(runner_
     cut_off(during)
     health = httpx.get(runner.url + "/health", timeout=2)
     assert health.json() == {"status": "OK"}  # the truth: work is in flight
+    ready = httpx.get(runner.url + "/ready", timeout=2)
+    assert (ready.status_code, ready.json()) == (503, {"ready": False, "status": "DRAINING"})
     for worker, _ in started:
         worker.join(60)
     for _, result in started:
