@@ -12,7 +12,7 @@ from conftest import serving
 from helpers import decode_image, pixels
 from PIL import Image
 
-from pipelines.image_to_image import fit_to_budget
+from pipelines.image_shapes import fit_to_budget
 from runner.tiny_models import TINY_PIX2PIX, TINY_SD, TINY_SD_LORA
 
 
