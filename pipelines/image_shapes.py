@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from PIL import Image
 
@@ -37,6 +38,14 @@ def resize(
     if shrunk != size:
         image = image.resize(size, resample)
     return image
+
+
+def processor_input(image: Image.Image, processor: Any) -> Image.Image:
+    """``image`` at the fixed size a transformers image ``processor`` resizes to (its
+    ``size``: height and width, aspect not kept), with its filter and bounded work, so that
+    the processor's own resize (unbounded for thin images) has nothing left to do."""
+    size = (processor.size["width"], processor.size["height"])
+    return resize(image, size, Image.Resampling(processor.resample))
 
 
 def budget_size(size: tuple[int, int], budget: int, minimum: int = 16) -> tuple[int, int]:

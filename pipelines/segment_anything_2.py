@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
 from pipelines.checks import json_field
-from pipelines.image_shapes import resize
+from pipelines.image_shapes import processor_input
 from pipelines.sam2_checkpoint import MetaCheckpoint, find_meta_checkpoint, load_meta_checkpoint
 from runner.device import prepare_model
 from runner.errors import InvalidInput
@@ -257,21 +257,15 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
             )
         parse_prompts(params, self.settings.max_prompt_points)
 
-    def model_input(self, image: Image.Image) -> Image.Image:
-        """The image at the model's input size, which the processor would resize it to (SAM 2
-        takes a square, aspect not kept): resized here with bounded work, whatever its shape."""
-        processor = self.processor.image_processor
-        size = (processor.size["width"], processor.size["height"])
-        return resize(image, size, Image.Resampling(processor.resample))
-
     def predict(self, params: SegmentAnything2Params) -> Segmentation:
         import torch
 
         prompts = parse_prompts(params, self.settings.max_prompt_points)
         width, height = params.image.size
-        pixels = self.processor.image_processor(
-            images=self.model_input(params.image), return_tensors="pt"
-        )["pixel_values"].to(self.device, self.placement.dtype)
+        image_processor = self.processor.image_processor
+        image = processor_input(params.image, image_processor)  # SAM 2 takes a square
+        pixels = image_processor(images=image, return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.device, self.placement.dtype)
         # The prompts are in the uploaded image's pixels: normalised against its own size.
         inputs = self.processor(
             original_sizes=[[height, width]],

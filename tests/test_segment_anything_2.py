@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from conftest import serving
+from helpers import image_sizes_given
 from PIL import Image
 
 from runner.tiny_models import TINY_SAM2
@@ -191,36 +192,18 @@ def test_masks_larger_than_the_bound_are_400_naming_it(client, size):
     }
 
 
-class Recording:
-    """The image processor, noting the size of each image it is given."""
-
-    def __init__(self, processor) -> None:
-        self.processor, self.sizes = processor, []
-
-    def __call__(self, images, **kwargs):
-        self.sizes.append(images.size)
-        return self.processor(images, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.processor, name)
-
-
 def test_a_thin_image_reaches_the_model_at_its_input_size(client):
     """Issue 13, finding 13: the processor resized a thin image itself (8x1,000,000 peaked at
     4.95 GB); it is brought to the model's 1024x1024 first, with bounded work, and its masks
     are still the image's size."""
-    pipeline = client.app.state.runtime.pipeline
-    recording = Recording(pipeline.processor.image_processor)
-    pipeline.processor.image_processor = recording
-    try:
+    image_processor = client.app.state.runtime.pipeline.processor.image_processor
+    with image_sizes_given(image_processor, "preprocess") as sizes:
         response = client.post(
             "/segment-anything-2",
             files={"image": ("thin.png", png_of((8, 20_000)))},
             data={"point_coords": "[[4, 10000]]", "point_labels": "[1]"},
         )
-    finally:
-        pipeline.processor.image_processor = recording.processor
-    assert recording.sizes == [(1024, 1024)]
+    assert sizes == [(1024, 1024)]
     assert parsed(response)["masks"].shape == (3, 20_000, 8)
 
 
