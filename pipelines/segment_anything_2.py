@@ -102,7 +102,7 @@ def _numbers(name: str, value: Any, shape: str, dtype: type = np.float64) -> np.
             array = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"{name} must be {shape} of numbers.") from None
-    if not np.all(np.isfinite(array)):  # a float32 past its range is infinite too
+    if not np.all(np.isfinite(array)):
         raise InvalidInput(f"{name} must hold finite numbers.")
     return array
 
