@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
+from pipelines.checks import json_field
 from runner.audio import DecodedAudio
 from runner.cancellation import stopping_criteria
 from runner.device import prepare_model
@@ -75,10 +76,7 @@ def declared_duration(metadata: str) -> float | None:
     """The ``duration`` in the request's metadata, in seconds: a number or a numeric string,
     read as ai-runner reads it (float()); the gateway sends whole seconds as a string
     (server/ai_process.go submitAudioToText: ``{"duration": "12"}``)."""
-    try:
-        values = json.loads(metadata or "{}")
-    except ValueError:
-        raise InvalidInput("metadata must be a JSON object, and is not valid JSON.") from None
+    values = json_field("metadata", metadata or "{}")
     if not isinstance(values, dict):
         raise InvalidInput("metadata must be a JSON object.")
     declared = values.get("duration")

@@ -25,6 +25,7 @@ from pipelines.diffusion_families import (
     family_of,
     lightning_unet,
 )
+from pipelines.image_shapes import center_square
 from pipelines.lora import LoraAdapters, parse_loras
 from pipelines.memory_retry import generate_retrying, smaller_decode_chunks
 from runner.cancellation import diffusers_step_end
@@ -400,7 +401,10 @@ class SafetyChecker:
         import numpy as np
         import torch
 
-        pixels = self.processor(images, return_tensors="pt").pixel_values
+        # CLIP keeps the central square; cropped first, a thin image is not grown to 224
+        # pixels wide along its whole length.
+        squares = [center_square(image) for image in images]
+        pixels = self.processor(squares, return_tensors="pt").pixel_values
         with torch.inference_mode():
             _, flags = self.model(
                 images=[np.asarray(image) for image in images],

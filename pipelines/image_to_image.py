@@ -4,7 +4,6 @@ and InstructPix2Pix (which also weighs the input image: ``image_guidance_scale``
 from __future__ import annotations
 
 import logging
-import math
 from typing import Annotated, Any
 
 from PIL import Image
@@ -19,6 +18,7 @@ from pipelines.diffusion import (
     generators,
     image_seeds,
 )
+from pipelines.image_shapes import fit_to_budget
 from runner.errors import InvalidInput
 from runner.schemas import ImageResponse
 from runner.uploads import Upload
@@ -47,26 +47,6 @@ class ImageToImageParams(BaseModel):
     seed: int | None = fields.seed()
     num_inference_steps: int = fields.num_inference_steps(100)
     num_images_per_prompt: int = fields.num_images_per_prompt()
-
-
-def fit_to_budget(image: Image.Image, budget: int, minimum: int = 16) -> Image.Image:
-    """The image scaled down (aspect kept) to at most ``budget`` pixels, sides multiples of 8
-    and at least ``minimum``. A side held at the minimum (a thin image) shortens the other, so
-    the result never exceeds the budget."""
-    width, height = image.size
-    scale = min(1.0, math.sqrt(budget / (width * height)))
-    new_width = max(minimum, int(width * scale) // 8 * 8)
-    new_height = max(minimum, int(height * scale) // 8 * 8)
-    if new_width * new_height > budget:
-        if new_width <= new_height:
-            new_height = max(minimum, budget // new_width // 8 * 8)
-        else:
-            new_width = max(minimum, budget // new_height // 8 * 8)
-    size = (new_width, new_height)
-    if size == image.size:
-        return image
-    log.info("input image %dx%d resized to %dx%d (budget %d pixels)", width, height, *size, budget)
-    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 class ImageToImage(PromptedDiffusion[ImageToImageParams]):

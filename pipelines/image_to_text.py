@@ -9,6 +9,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
+from pipelines.image_shapes import processor_input
 from runner.cancellation import stopping_criteria
 from runner.device import prepare_model
 from runner.uploads import Upload
@@ -66,9 +67,10 @@ class ImageToText(Pipeline[ImageToTextParams, str]):
     def predict(self, params: ImageToTextParams) -> str:
         import torch
 
-        inputs = self.processor(
-            images=params.image, text=params.prompt or None, return_tensors="pt"
-        ).to(self.device)
+        image = processor_input(params.image, self.processor.image_processor)
+        inputs = self.processor(images=image, text=params.prompt or None, return_tensors="pt").to(
+            self.device
+        )
         inputs["pixel_values"] = inputs["pixel_values"].to(self.placement.dtype)
         with torch.inference_mode():
             tokens = self.model.generate(

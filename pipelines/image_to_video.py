@@ -18,6 +18,7 @@ from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import DiffusionPipeline, generators, image_seeds
+from pipelines.image_shapes import resize
 from runner.media import png_data_urls
 from runner.schemas import Media, VideoResponse
 from runner.uploads import Upload
@@ -175,9 +176,7 @@ class ImageToVideo(DiffusionPipeline[ImageToVideoParams]):
         size = (params.width, params.height)
         # The pipeline resizes the image to the video's size (Lanczos) for the VAE anyway;
         # doing it first also bounds the cost of its CLIP preprocessing for large uploads.
-        image = params.image
-        if image.size != size:
-            image = image.resize(size, Image.Resampling.LANCZOS)
+        image = resize(params.image, size)  # bounded work for a thin upload too
         frames = self.generate(
             image=image,
             width=params.width,

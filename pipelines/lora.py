@@ -25,6 +25,7 @@ from typing import Any
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from pipelines.checks import json_field
 from runner.errors import InvalidInput
 from runner.hub import Downloads, FetchFailed, ModelNotFound, cached_snapshot, locate_model
 from runner.settings import Settings
@@ -41,10 +42,7 @@ def parse_loras(text: str, limit: int) -> Weights:
     """The ``loras`` field as ``{repo id: weight}``; ``""`` and ``{}`` mean none."""
     if not text.strip():
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"loras is not valid JSON: {exc.msg} at character {exc.pos}.") from None
+    value = json_field("loras", text)
     if not isinstance(value, dict):
         raise InvalidInput(
             f'loras must be a JSON object such as {{"org/lora": 1.0}}, got {_json_kind(value)}.'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
+from pipelines.checks import json_field
+from pipelines.image_shapes import processor_input
 from pipelines.sam2_checkpoint import MetaCheckpoint, find_meta_checkpoint, load_meta_checkpoint
 from runner.device import prepare_model
 from runner.errors import InvalidInput
@@ -92,23 +93,21 @@ class Segmentation:
 def _json_field(name: str, text: str | None) -> Any:
     if text is None or not text.strip():
         return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise InvalidInput(f"{name} is not valid JSON.") from None
+    return json_field(name, text)
 
 
-def _numbers(name: str, value: Any, shape: str) -> np.ndarray:
+def _numbers(name: str, value: Any, shape: str, dtype: type = np.float64) -> np.ndarray:
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+        with np.errstate(over="ignore"):  # a float32 past its range: refused just below
+            array = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"{name} must be {shape} of numbers.") from None
     if not np.all(np.isfinite(array)):
         raise InvalidInput(f"{name} must hold finite numbers.")
     return array
 
 
-def parse_prompts(params: SegmentAnything2Params) -> Prompts:
+def parse_prompts(params: SegmentAnything2Params, max_points: int) -> Prompts:
     """Check the prompt fields and bring them to the image's pixel coordinates."""
     width, height = params.image.size
     scale = np.array([1.0, 1.0]) if params.normalize_coords else np.array([width, height])
@@ -123,6 +122,11 @@ def parse_prompts(params: SegmentAnything2Params) -> Prompts:
     raw_points = _json_field("point_coords", params.point_coords)
     raw_labels = _json_field("point_labels", params.point_labels)
     if raw_points is not None:
+        if isinstance(raw_points, list) and len(raw_points) > max_points:
+            raise InvalidInput(
+                f"point_coords: at most {max_points} points (MAX_PROMPT_POINTS), "
+                f"got {len(raw_points)}."
+            )
         array = _numbers("point_coords", raw_points, "an Nx2 list")
         if array.ndim != 2 or array.shape[1] != 2 or not len(array):
             raise InvalidInput("point_coords must be a non-empty Nx2 list of [x, y] points.")
@@ -152,7 +156,7 @@ def parse_prompts(params: SegmentAnything2Params) -> Prompts:
         box = (array.reshape(2, 2) * scale).reshape(4).tolist()
     raw_mask = _json_field("mask_input", params.mask_input)
     if raw_mask is not None:
-        mask = _numbers("mask_input", raw_mask, "a 1x256x256 list").astype(np.float32)
+        mask = _numbers("mask_input", raw_mask, "a 1x256x256 list", np.float32)
         if mask.shape != (1, MASK_INPUT_SIDE, MASK_INPUT_SIDE):
             raise InvalidInput(
                 f"mask_input must be 1x256x256, got {'x'.join(map(str, mask.shape))}."
@@ -244,14 +248,27 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
         )
 
     def check(self, params: SegmentAnything2Params) -> None:
-        parse_prompts(params)
+        width, height = params.image.size
+        limit = self.settings.max_mask_pixels
+        if width * height > limit:
+            raise InvalidInput(
+                f"image is {width}x{height} pixels; segment-anything-2 answers masks of the "
+                f"image's size, for images of at most {limit} pixels (MAX_MASK_PIXELS)."
+            )
+        parse_prompts(params, self.settings.max_prompt_points)
 
     def predict(self, params: SegmentAnything2Params) -> Segmentation:
         import torch
 
-        prompts = parse_prompts(params)
+        prompts = parse_prompts(params, self.settings.max_prompt_points)
+        width, height = params.image.size
+        image_processor = self.processor.image_processor
+        image = processor_input(params.image, image_processor)  # SAM 2 takes a square
+        pixels = image_processor(images=image, return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.device, self.placement.dtype)
+        # The prompts are in the uploaded image's pixels: normalised against its own size.
         inputs = self.processor(
-            images=params.image,
+            original_sizes=[[height, width]],
             input_points=[[prompts.points]] if prompts.points else None,
             input_labels=[[prompts.labels]] if prompts.labels else None,
             input_boxes=[[prompts.box]] if prompts.box else None,
@@ -260,7 +277,6 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
         extra = {}
         if prompts.mask is not None:
             extra["input_masks"] = torch.from_numpy(prompts.mask)[None].to(self.device)
-        pixels = inputs.pop("pixel_values").to(self.placement.dtype)
         original_sizes = inputs.pop("original_sizes")
         with torch.inference_mode():
             output = self.model(

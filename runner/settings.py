@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     upscale_max_input_pixels: int = Field(
         512 * 512, ge=64 * 64, description="Largest image upscale takes, in pixels."
     )
+    max_mask_pixels: int = Field(
+        4096 * 4096,
+        ge=64 * 64,
+        description="Largest image segment-anything-2 segments: its masks are the image's size.",
+    )
+    max_prompt_points: int = Field(
+        256, ge=1, description="Most point prompts in one segment-anything-2 request."
+    )
 
     max_loras: int = Field(
         4, ge=1, description="LoRA adapters kept loaded; the least recently used is dropped."

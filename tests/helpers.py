@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -86,3 +89,23 @@ def denoiser_calls(client, body: dict, path: str = "/text-to-image") -> int:
     finally:
         handle.remove()
     return len(calls)
+
+
+@contextmanager
+def image_sizes_given(owner: Any, method: str) -> Iterator[list[tuple[int, int]]]:
+    """The size of the image each call of ``owner.method`` is given (its ``images`` or first
+    argument, or that list's first), noted while the calls go through unchanged: what a
+    pipeline hands its preprocessing."""
+    original = getattr(owner, method)
+    sizes: list[tuple[int, int]] = []
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        images = kwargs["images"] if "images" in kwargs else args[0]
+        sizes.append((images[0] if isinstance(images, list) else images).size)
+        return original(*args, **kwargs)
+
+    setattr(owner, method, noting)
+    try:
+        yield sizes
+    finally:
+        delattr(owner, method)

@@ -115,8 +115,17 @@ def test_return_timestamps_spelled_as_ai_runner_takes_them(client, spelling, sam
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"metadata": "{not json"}, "metadata must be a JSON object, and is not valid JSON."),
+        (
+            {"metadata": "{not json"},
+            "metadata is not valid JSON: Expecting property name enclosed in double quotes at "
+            "character 1.",
+        ),
         ({"metadata": "[1, 2]"}, "metadata must be a JSON object."),
+        # Issue 13, finding 9: nested 5,000 deep was a 500 (RecursionError).
+        (
+            {"metadata": '{"x": ' + "[" * 5000 + "]" * 5000 + "}"},
+            "metadata is nested too deeply: at most 8 levels.",
+        ),
         (
             {"metadata": '{"duration": "long"}'},
             'metadata duration must be a number of seconds, got "long".',

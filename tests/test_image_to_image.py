@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 from conftest import serving
-from helpers import decode_image, pixels
+from helpers import decode_image, image_sizes_given, pixels
 from PIL import Image
 
-from pipelines.image_to_image import fit_to_budget
+from pipelines.image_shapes import fit_to_budget
 from runner.tiny_models import TINY_PIX2PIX, TINY_SD, TINY_SD_LORA
 
 
@@ -99,10 +99,16 @@ def test_fit_to_budget_never_exceeds_the_budget_for_thin_images(size):
 
 
 def test_a_thin_image_is_served_within_the_budget(make_settings):
+    """Issue 13, finding 13, too: CLIP's preprocessing (the safety checker's) scales an image's
+    short side to 224 pixels and its long side with it (a 16x65,536 answer would become
+    224x917,504 floats); the central square it keeps is cropped first."""
     settings = make_settings(pipeline="image-to-image", model_id=TINY_SD, image_pixel_budget=4096)
     with serving(settings) as small:
-        image = edit(small, png((16, 2000)), seed="1").json()["images"][0]
+        checker = small.app.state.runtime.pipeline.safety_checker.processor
+        with image_sizes_given(checker, "preprocess") as sizes:
+            image = edit(small, png((16, 2000)), seed="1").json()["images"][0]
         assert decode_image(image["url"]).size == (16, 256)
+        assert sizes == [(16, 16)]
 
 
 def test_sides_too_small_for_the_model_are_400(sd):

@@ -6,6 +6,7 @@ import io
 
 import pytest
 from conftest import serving
+from helpers import image_sizes_given
 from PIL import Image
 
 from runner.tiny_models import TINY_BLIP
@@ -78,3 +79,15 @@ def test_missing_image_is_422_and_wrong_model_is_400(client):
     response = caption(client, model_id="Salesforce/blip-image-captioning-base")
     assert response.status_code == 400
     assert response.json()["detail"]["msg"].startswith("pipeline configured with tiny-random/")
+
+
+@pytest.mark.parametrize("size", [(8, 5_000_000), (1, 40_000_000), (5_000_000, 8)])
+def test_a_thin_image_reaches_the_model_at_its_input_size(client, size):
+    """Issue 13, finding 13: 8x5,000,000 took 26 s at 9.2 GB, and 1x40,000,000 was a 500
+    after the processor's resize tried to allocate 61 GB; the image is brought to the model's
+    input size (64x64 for the tiny BLIP) first, with bounded work."""
+    image_processor = client.app.state.runtime.pipeline.processor.image_processor
+    with image_sizes_given(image_processor, "preprocess") as sizes:
+        response = caption(client, png(size=size))
+    assert response.status_code == 200, response.text
+    assert sizes == [(64, 64)]

@@ -196,3 +196,13 @@ def test_a_model_of_another_kind_fails_the_load_saying_why(make_settings):
 )
 def test_the_decode_chunk_follows_the_free_memory(frames, available, chunk):
     assert decode_chunk_size(frames, int(1.5 * GiB), available) == chunk
+
+
+def test_a_thin_image_is_served_at_the_video_size(client, num_frames):
+    """Issue 13, finding 13: a thin upload (1x4,000,000 here) is brought to the video's size
+    with bounded work (pipelines/image_shapes.py), as the model takes it."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 4_000_000), (90, 20, 200)).save(buffer, "PNG")
+    frames = video(client, image=buffer.getvalue(), seed="1")
+    assert len(frames) == num_frames
+    assert decode_image(frames[0]["url"]).size == (96, 64)

@@ -110,6 +110,16 @@ def test_a_loaded_adapter_is_reused_and_the_least_recently_used_dropped(client):
             json.dumps({TINY_SD_LORA: 1, LORA_B: 1, LORA_C: 1}),
             "loras: at most 2 adapters per request, got 3.",
         ),
+        # Issue 13, finding 9: nested 5,000 deep was a 500 (RecursionError).
+        (
+            '{"a/b": ' + "[" * 5000 + "]" * 5000 + "}",
+            "loras is nested too deeply: at most 8 levels.",
+        ),
+        ('{"a/b": ' + "[" * 8 + "]" * 8 + "}", "loras is nested too deeply: at most 8 levels."),
+        (
+            '{"a/b": ' + "9" * 400 + "}",
+            "loras holds an integer of 400 digits; at most 20 are taken.",
+        ),
     ],
 )
 def test_bad_loras_are_400_naming_them(client, loras, message):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from conftest import serving
+from helpers import image_sizes_given
 from PIL import Image
 
 from runner.tiny_models import TINY_SAM2
@@ -86,7 +87,10 @@ def test_mask_input_is_accepted(client):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"point_coords": "[[1, 2"}, "point_coords is not valid JSON."),
+        (
+            {"point_coords": "[[1, 2"},
+            "point_coords is not valid JSON: Expecting ',' delimiter at character 6.",
+        ),
         ({"point_coords": "[1, 2]"}, "point_coords must be a non-empty Nx2 list of [x, y] points."),
         (
             {"point_labels": "[1, 0]"},
@@ -116,6 +120,91 @@ def test_bad_prompts_are_400_naming_the_field(client, fields, message):
     response = segment(client, **fields)
     assert response.status_code == 400
     assert response.json() == {"detail": {"msg": message}}
+
+
+BIG = "9" * 400
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"point_coords": f"[[{BIG}, 1]]"},
+            "point_coords holds an integer of 400 digits; at most 20 are taken.",
+        ),
+        (
+            {"point_labels": f"[{BIG}]"},
+            "point_labels holds an integer of 400 digits; at most 20 are taken.",
+        ),
+        ({"box": f"[0, 0, {BIG}, 1]"}, "box holds an integer of 400 digits; at most 20 are taken."),
+        (
+            {"mask_input": f"[[[-{BIG}]]]"},
+            "mask_input holds an integer of 400 digits; at most 20 are taken.",
+        ),
+        ({"point_coords": DEEP}, "point_coords is nested too deeply: at most 8 levels."),
+        ({"point_labels": DEEP}, "point_labels is nested too deeply: at most 8 levels."),
+        ({"box": DEEP}, "box is nested too deeply: at most 8 levels."),
+        ({"mask_input": DEEP}, "mask_input is nested too deeply: at most 8 levels."),
+        ({"mask_input": "[" * 9 + "]" * 9}, "mask_input is nested too deeply: at most 8 levels."),
+        ({"mask_input": "[[[1e300]]]"}, "mask_input must hold finite numbers."),
+        (
+            {"point_coords": json.dumps([[1, 1]] * 257), "point_labels": json.dumps([1] * 257)},
+            "point_coords: at most 256 points (MAX_PROMPT_POINTS), got 257.",
+        ),
+    ],
+)
+def test_hostile_prompts_are_400_naming_the_field(client, fields, message):
+    """Issue 13, finding 16: a 400-digit integer (OverflowError) or arrays nested 50,000 deep
+    (RecursionError) were 500s; 100,000 points ran for 52 s."""
+    response = segment(client, **fields)
+    assert response.status_code == 400
+    assert response.json() == {"detail": {"msg": message}}
+
+
+def test_the_most_points_allowed_are_served(client):
+    points = json.dumps([[48, 32]] * 256)
+    response = segment(client, point_coords=points, point_labels=json.dumps([1] * 256))
+    assert parsed(response)["masks"].shape == (3, HEIGHT, WIDTH)
+
+
+def png_of(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("size", [(8, 5_000_000), (8000, 5000)])
+def test_masks_larger_than_the_bound_are_400_naming_it(client, size):
+    """Issue 13, finding 13: 8x5,000,000 (inside MAX_IMAGE_PIXELS) got the process killed for
+    memory, and 8000x5000 made a 530 MB answer: the masks are the image's size."""
+    response = client.post(
+        "/segment-anything-2",
+        files={"image": ("thin.png", png_of(size))},
+        data={"point_coords": "[[4, 4]]", "point_labels": "[1]"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": {
+            "msg": f"image is {size[0]}x{size[1]} pixels; segment-anything-2 answers masks of "
+            "the image's size, for images of at most 16777216 pixels (MAX_MASK_PIXELS)."
+        }
+    }
+
+
+def test_a_thin_image_reaches_the_model_at_its_input_size(client):
+    """Issue 13, finding 13: the processor resized a thin image itself (8x1,000,000 peaked at
+    4.95 GB); it is brought to the model's 1024x1024 first, with bounded work, and its masks
+    are still the image's size."""
+    image_processor = client.app.state.runtime.pipeline.processor.image_processor
+    with image_sizes_given(image_processor, "preprocess") as sizes:
+        response = client.post(
+            "/segment-anything-2",
+            files={"image": ("thin.png", png_of((8, 20_000)))},
+            data={"point_coords": "[[4, 10000]]", "point_labels": "[1]"},
+        )
+    assert sizes == [(1024, 1024)]
+    assert parsed(response)["masks"].shape == (3, 20_000, 8)
 
 
 def test_an_original_sam2_id_loads_its_transformers_conversion(make_settings, tmp_path):

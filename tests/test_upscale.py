@@ -6,7 +6,7 @@ import io
 
 import pytest
 from conftest import serving
-from helpers import decode_image, pixels
+from helpers import decode_image, image_sizes_given, pixels
 from PIL import Image
 
 from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_UPSCALER
@@ -85,3 +85,15 @@ def test_bad_inputs_are_400(client, fields, image, message):
     response = upscale(client, image, **fields)
     assert response.status_code == 400
     assert response.json() == {"detail": {"msg": message}}
+
+
+def test_a_thin_image_is_upscaled_and_checked_on_its_central_square(client):
+    """Issue 13, finding 13: upscale's work follows its input's pixels whatever their shape;
+    the safety checker (CLIP scales the short side to 224 pixels, the long side with it) is
+    given the central square it keeps, cropped first."""
+    checker = client.app.state.runtime.pipeline.safety_checker.processor
+    with image_sizes_given(checker, "preprocess") as sizes:
+        response = upscale(client, png((8, 512)), seed="1")
+    assert response.status_code == 200, response.text
+    assert decode_image(response.json()["images"][0]["url"]).size == (32, 2048)
+    assert sizes == [(32, 32)]
