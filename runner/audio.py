@@ -10,6 +10,9 @@ buffer rather than kept as many small arrays and joined at the end.
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from errno import EAGAIN
 from typing import Any
@@ -26,6 +29,9 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 CHUNK_SECONDS = 10
 CHUNK = CHUNK_SECONDS * SAMPLE_RATE
 PACKETS_PER_CHECK = 4096
+# Audio decodes one at a time: the loop over frames needs the GIL, so several at once finish
+# no sooner on the whole and make the event loop wait longer for it (/health).
+_TURN = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,14 @@ def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
 
     Raises ``UnsupportedMedia`` for data FFmpeg cannot read, a file with no audio stream or a
     sample rate outside what recordings use, and ``InvalidInput`` for audio longer than
-    ``max_seconds`` (decoding stops there). Between chunks it stops with the current
-    request's cancellation (``runner.cancellation.checkpoint``).
+    ``max_seconds`` (decoding stops there). Between chunks, and while it waits for its turn,
+    it stops with the current request's cancellation (``runner.cancellation.checkpoint``).
     """
     import av
 
     try:
-        return _decode(av, data, max_seconds)
+        with _turn():
+            return _decode(av, data, max_seconds)
     except av.error.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise UnsupportedMedia(f"audio could not be decoded: {reason}.") from None
@@ -58,6 +65,17 @@ def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
     except Exception as exc:  # PyAV's own checks on malformed streams
         reason = str(exc).rstrip(".") or type(exc).__name__
         raise UnsupportedMedia(f"audio could not be decoded: {reason}.") from None
+
+
+@contextmanager
+def _turn() -> Iterator[None]:
+    """This thread's turn to decode; a request cancelled while it waits stops waiting."""
+    while not _TURN.acquire(timeout=0.1):
+        checkpoint()
+    try:
+        yield
+    finally:
+        _TURN.release()
 
 
 def _decode(av: Any, data: bytes, max_seconds: float) -> DecodedAudio:
