@@ -5,7 +5,9 @@ answer is sent; at most ``capacity + max_queue`` hold a place, the rest are refu
 An inference whose client left keeps its place until its thread ends (an *orphan*): the
 thread cannot be killed, so the device stays busy and /health must say so.
 Admitted requests then wait, in order, for one of ``capacity`` slots, and the inference runs
-on a worker thread so the event loop keeps answering ``/health``.
+on a worker thread so the event loop keeps answering ``/health``. Work a request does before
+it waits for a slot (decoding its uploads) runs on threads of its own, one per place at most,
+and holds the request's place in the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ class InferenceExecutor:
         self.capacity = capacity
         self.max_queue = max_queue
         self._pool = ThreadPoolExecutor(capacity, thread_name_prefix="inference")
+        # A thread for every place: each place is a request decoding at most one upload at a
+        # time, or an orphan; so work submitted here never waits.
+        self._beside = ThreadPoolExecutor(capacity + max_queue, thread_name_prefix="decode")
         self._lock = threading.Lock()
         self._admitted = 0
         self._running = 0
@@ -79,6 +84,15 @@ class InferenceExecutor:
 
         slots = self._slots
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finish, slots))
+        return await self._await_holding_place(future, loop)
+
+    async def run_beside(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` for an admitted request on a thread outside the inference slots
+        (decoding an upload): at once, and holding the request's place until it ends."""
+        loop = asyncio.get_running_loop()
+        return await self._await_holding_place(self._beside.submit(fn, *args), loop)
+
+    async def _await_holding_place(self, future: Future[T], loop: asyncio.AbstractEventLoop) -> T:
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -99,3 +113,4 @@ class InferenceExecutor:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._beside.shutdown(wait=False, cancel_futures=True)

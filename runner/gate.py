@@ -28,6 +28,7 @@ from runner.errors import (
     error_body,
 )
 from runner.logs import printable
+from runner.memory import Trimmer
 from runner.metrics import Metrics
 from runner.runtime import Runtime, Timings
 
@@ -85,6 +86,7 @@ class Gate:
         self.route_path = route_path
         self.declared = declared
         self.body_limit = body_limit
+        self.trimmer = Trimmer(runtime.settings.memory_trim_bytes, metrics.memory_trims.inc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,13 +100,15 @@ class Gate:
         path = normalise(scope["path"])
         logged_path = printable(path)
         started = time.perf_counter()
-        status = {"code": 500, "started": False}
+        status = {"code": 500, "started": False, "answer_bytes": 0}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.update(code=message["status"], started=True)
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body":
+                status["answer_bytes"] += len(message.get("body", b""))
             await send(message)
 
         if path in PUBLIC_PATHS:
@@ -145,6 +149,9 @@ class Gate:
                 is_pipeline,
                 scope["state"].get("cancel"),
             )
+            if is_pipeline:
+                moved = max(scope["state"].get("body_bytes", 0), status["answer_bytes"])
+                self.trimmer.after_request(moved)
 
     async def _serve_pipeline(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
@@ -162,6 +169,7 @@ class Gate:
             body = await self._read_body(receive, headers)
             if body is None:  # the client went away before sending its whole body
                 raise ClientGone()
+            scope["state"]["body_bytes"] = len(body)
             await self._run_until_disconnect(scope, body, receive, send)
         finally:
             runtime.executor.release()

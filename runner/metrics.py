@@ -119,6 +119,11 @@ class Metrics:
             "runner_overloaded_requests", "Requests refused because the queue was full.", registry=r
         )
 
+        self.memory_trims = Counter(
+            "runner_memory_trims",
+            "Times freed memory was returned to the system after a large request.",
+            registry=r,
+        )
         self.cancellations = Counter(
             "runner_cancelled_requests",
             "Requests stopped before their answer: the client disconnected, or the deadline.",

@@ -192,8 +192,11 @@ def _multipart_endpoint(
             parameters.append(_parameter(name, field.annotation, spec))
 
     async def endpoint(request: Request, **values: object) -> Response:
+        cancel = getattr(request.state, "cancel", None)
         for name, upload in uploads.items():
-            values[name] = await decode_upload(runtime.settings, name, upload, values[name])
+            values[name] = await decode_upload(
+                runtime.settings, runtime.executor, cancel, name, upload, values[name]
+            )
         return await serve(request, params_model(**values))
 
     endpoint.__signature__ = inspect.Signature(parameters)

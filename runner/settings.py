@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000, ge=8, description="Open connections; lowered below the file-descriptor limit."
     )
+    memory_trim_bytes: int = Field(
+        MiB,
+        ge=0,
+        description="After a request whose body or answer is this large, freed memory is "
+        "returned to the system (glibc malloc_trim); 0: never.",
+    )
     max_image_bytes: int = Field(10 * MiB, ge=1024)
     max_audio_bytes: int = Field(50 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64 * 64, description="Largest upload, in pixels.")

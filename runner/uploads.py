@@ -3,12 +3,13 @@
 A multipart pipeline marks its file fields with ``Upload``; the HTTP layer turns them into
 ``File`` parameters, reads each within its size limit, decodes it off the event loop and
 builds the request model with the decoded value (a PIL image for ``"image"``, a
-``DecodedAudio`` for ``"audio"``).
+``DecodedAudio`` for ``"audio"``). Decoding holds the request's place (a decode whose client
+left keeps it until its thread ends) and stops at its next checkpoint once the request is
+cancelled.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,7 +19,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from runner.audio import decode_audio
+from runner.cancellation import CancelScope, checkpoint, reset_scope, use_scope
 from runner.errors import PayloadTooLarge, RunnerError, UnsupportedMedia
+from runner.executor import InferenceExecutor
 from runner.settings import Settings
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
@@ -79,11 +82,22 @@ def _decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise PayloadTooLarge(
             f"image is {width}x{height} pixels; the limit is {max_pixels} pixels in all."
         )
+    checkpoint()
     image.load()
+    checkpoint()
     return ImageOps.exif_transpose(image).convert("RGB")
 
 
-async def decode_upload(settings: Settings, name: str, upload: Upload, file: UploadFile) -> Any:
+async def decode_upload(
+    settings: Settings,
+    executor: InferenceExecutor,
+    cancel: CancelScope | None,
+    name: str,
+    upload: Upload,
+    file: UploadFile,
+) -> Any:
+    """The decoded upload, decoded on one of ``executor``'s threads beside the inference
+    slots, with ``cancel`` current there."""
     limit = size_limit(settings, upload.kind)
     data = await file.read(limit + 1)
     if len(data) > limit:
@@ -91,5 +105,15 @@ async def decode_upload(settings: Settings, name: str, upload: Upload, file: Upl
     if not data:
         raise UnsupportedMedia(f"{name} is empty.")
     if upload.kind == "audio":
-        return await asyncio.to_thread(decode_audio, data, settings.max_audio_seconds)
-    return await asyncio.to_thread(decode_image, data, settings.max_image_pixels)
+        decode, bound = decode_audio, settings.max_audio_seconds
+    else:
+        decode, bound = decode_image, settings.max_image_pixels
+    return await executor.run_beside(_within, cancel or CancelScope(), decode, data, bound)
+
+
+def _within(cancel: CancelScope, decode: Any, data: bytes, bound: Any) -> Any:
+    token = use_scope(cancel)
+    try:
+        return decode(data, bound)
+    finally:
+        reset_scope(token)
