@@ -163,6 +163,7 @@ class Target:
     route: Route
     json_limit: int = MiB
     counts: Counter = field(default_factory=Counter)
+    running: bool = True  # the attackers' loops end when False (a cancellation can be lost)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -199,7 +200,7 @@ def silent_sockets(count: int, half_sent: bool = True) -> Callable[[Target], Awa
 
     async def attack(target: Target) -> None:
         async def hold(number: int) -> None:
-            while True:
+            while target.running:
                 try:
                     reader, writer = await target.connect()
                 except OSError:
@@ -228,7 +229,7 @@ def slow_bodies(count: int, interval: float) -> Callable[[Target], Awaitable[Non
 
     async def attack(target: Target) -> None:
         async def trickle() -> None:
-            while True:
+            while target.running:
                 reader, writer = await target.connect()
                 try:
                     writer.write(head(target.route.path, TOKEN, "Content-Length: 1000"))
@@ -271,6 +272,8 @@ def refused_bodies(
     async def attack(target: Target) -> None:
         async def stream(number: int) -> None:
             for round_number in itertools.count(number):
+                if not target.running:
+                    return
                 name, token, framing = variants[round_number % len(variants)]
                 chunk = b"x" * CHUNK
                 if framing.startswith("Transfer"):
@@ -288,6 +291,7 @@ def refused_bodies(
                     pass
                 finally:
                     target.counts["bytes sent"] += sent
+                    target.counts["streamed to the end"] += sent >= per_connection
                     with contextlib.suppress(OSError, TimeoutError):
                         status = status_of(await asyncio.wait_for(answer, 5))
                         target.counts[f"{name}: {status}"] += 1
@@ -312,7 +316,8 @@ def uploads(
 
     async def attack(target: Target) -> None:
         async def waiting(client: httpx.AsyncClient) -> None:
-            while True:
+            while target.running:
+                target.counts["sent"] += 1
                 try:
                     response = await client.post(target.route.path, **request())
                     answer = f"answered {response.status_code}"
@@ -332,7 +337,7 @@ def uploads(
                 f"{k}: {v}\r\n" for k, v in built.headers.items()
             )
             raw = raw_head.encode() + b"\r\n" + body
-            while True:
+            while target.running:
                 reader, writer = await target.connect()
                 try:
                     writer.write(raw)
@@ -562,9 +567,14 @@ async def _round(
             attackers.result()  # an attacker that failed to start: say why
         return await _legit_clients(target.url, target.route, concurrency, seconds, timeout, places)
     finally:
-        attackers.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await attackers
+        target.running = False
+        for _ in range(10):  # asyncio.wait_for can swallow a cancellation (before 3.12)
+            attackers.cancel()
+            await asyncio.wait({attackers}, timeout=1.0)
+            if attackers.done():
+                break
+        if not attackers.cancelled() and attackers.done():
+            attackers.exception()  # retrieved: an attacker's failure is not the round's
 
 
 def run_attack(
