@@ -552,7 +552,7 @@ def main() -> int:
     attack.add_argument(
         "--only", nargs="+", default=[], metavar="WORDS", help="attacks whose names hold these"
     )
-    attack.add_argument("--attack-seconds", type=float, default=20.0)
+    attack.add_argument("--attack-seconds", type=float, default=15.0)
     attack.add_argument("--open-files", type=int, default=256, help="the runners' fd limit")
     attack.add_argument(
         "--max-rss-mib", type=float, default=4096, help="a runner past this RSS is killed"
