@@ -20,6 +20,18 @@ its kind does not allow.
 
     python benchmarks/bench_load.py                       # a few minutes on 2 cores
     python benchmarks/bench_load.py --scale 4 --concurrency 32
+
+With ``--attacks`` it runs issue 13's attack mix instead (benchmarks/attacks.py): silent
+sockets, slow bodies, refused large bodies, audio in tiny Opus frames, disconnects after an
+upload, and a thin image on every image route, each for ``--attack-seconds`` while
+legitimate clients keep sending, against runners with AUTH_TOKEN set, CAPACITY=1,
+MAX_QUEUE=4 and a file-descriptor limit of 256. It prints a table per attack (legitimate
+requests sent/ok/refused/lost, /health p50/p99/max, RSS before/after) and exits 1 unless
+every attack met the target: /health max under 100 ms, nothing lost, no legitimate request
+refused while fewer than CAPACITY + MAX_QUEUE were in flight.
+
+    python benchmarks/bench_load.py --attacks              # about ten minutes on 2 cores
+    python benchmarks/bench_load.py --attacks --only "slow bodies" --attack-seconds 60
 """
 
 from __future__ import annotations
@@ -535,7 +547,22 @@ def main() -> int:
     parser.add_argument("--health-interval", type=float, default=0.075)
     parser.add_argument("--port", type=int, default=8921)
     parser.add_argument("--runner-log", type=Path, help="the runners' logs (default: a temp file)")
+    attack = parser.add_argument_group("the attack mix")
+    attack.add_argument("--attacks", action="store_true", help="run the attack mix instead")
+    attack.add_argument(
+        "--only", nargs="+", default=[], metavar="WORDS", help="attacks whose names hold these"
+    )
+    attack.add_argument("--attack-seconds", type=float, default=15.0)
+    attack.add_argument("--open-files", type=int, default=256, help="the runners' fd limit")
+    attack.add_argument(
+        "--max-rss-mib", type=float, default=4096, help="a runner past this RSS is killed"
+    )
+    attack.add_argument("--attack-audio-seconds", type=float, default=600.0)
+    attack.add_argument("--legit-timeout", type=float, default=60.0, help="seconds")
+    attack.add_argument("--thin-height", type=int, default=200_000, help="of a 16-wide image")
     args = parser.parse_args()
+    if args.attacks:
+        return attack_main(args)
 
     from runner.logs import quiet_progress_bars
     from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_WHISPER, build
@@ -599,6 +626,81 @@ def main() -> int:
     print(f"\nthe runners' logs: {runner_log}")
     failed = [r for r in results if r.measured.lost or r.measured.unexpected]
     return 1 if failed else 0
+
+
+ATTACK_CAPACITY, ATTACK_MAX_QUEUE = 1, 4
+
+
+def attack_main(args: argparse.Namespace) -> int:
+    import attacks
+
+    from runner.logs import quiet_progress_bars
+    from runner.tiny_models import (
+        TINY_BLIP,
+        TINY_SAFETY_CHECKER,
+        TINY_SAM2,
+        TINY_SD,
+        TINY_SVD,
+        TINY_UPSCALER,
+        TINY_WHISPER,
+        build,
+    )
+
+    quiet_progress_bars()
+    models = {
+        "text-to-image": TINY_SD,
+        "audio-to-text": TINY_WHISPER,
+        "image-to-image": TINY_SD,
+        "image-to-text": TINY_BLIP,
+        "upscale": TINY_UPSCALER,
+        "segment-anything-2": TINY_SAM2,
+        "image-to-video": TINY_SVD,
+    }
+    mix = [
+        a
+        for a in attacks.attack_mix(args.attack_audio_seconds, args.thin_height)
+        if not args.only or any(words in a.name or words == a.pipeline for words in args.only)
+    ]
+    model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
+    runner_log = args.runner_log or Path(tempfile.mkstemp(prefix="bench-attack-", suffix=".log")[1])
+    wanted = sorted({models[a.pipeline] for a in mix} | {TINY_SAFETY_CHECKER})
+    missing = [m for m in wanted if not (model_dir / ("models--" + m.replace("/", "--"))).exists()]
+    if missing:
+        build(model_dir, only=missing)
+    ports = iter(range(args.port, args.port + 1000))
+
+    def start_runner(pipeline: str) -> Runner:
+        return Runner(
+            next(ports),
+            log=runner_log,
+            open_files=args.open_files,
+            PIPELINE=pipeline,
+            MODEL_ID=models[pipeline],
+            MODEL_DIR=str(model_dir),
+            SAFETY_CHECKER_ID=TINY_SAFETY_CHECKER,
+            AUTH_TOKEN=TOKEN,
+            CAPACITY=str(ATTACK_CAPACITY),
+            MAX_QUEUE=str(ATTACK_MAX_QUEUE),
+            SHUTDOWN_GRACE="5",
+        )
+
+    results = attacks.run_attacks(
+        mix,
+        start_runner,
+        ATTACK_CAPACITY + ATTACK_MAX_QUEUE,
+        seconds=args.attack_seconds,
+        max_rss_mib=args.max_rss_mib,
+        timeout=args.legit_timeout,
+    )
+    cores = Path("/proc/cpuinfo").read_text().count("processor")
+    print(
+        f"\n#### Attack mix: {cores} cores, CPU, tiny models; CAPACITY={ATTACK_CAPACITY}, "
+        f"MAX_QUEUE={ATTACK_MAX_QUEUE}, AUTH_TOKEN set, {args.open_files} open files, "
+        f"{args.attack_seconds:g} s per attack\n"
+    )
+    print(attacks.table(results))
+    print(f"\nthe runners' logs: {runner_log}")
+    return 0 if all(r.met for r in results) else 1
 
 
 if __name__ == "__main__":

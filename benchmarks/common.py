@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,8 +46,11 @@ def server_timing(header: str) -> dict[str, float]:
 class Runner:
     """``ai-runner serve`` in a child process, waited on until it says IDLE."""
 
-    def __init__(self, port: int, log: Path | None = None, **env: str) -> None:
-        """``log``: a file the runner's output is appended to (by default it is dropped)."""
+    def __init__(
+        self, port: int, log: Path | None = None, open_files: int | None = None, **env: str
+    ) -> None:
+        """``log``: a file the runner's output is appended to (by default it is dropped);
+        ``open_files``: the runner's file-descriptor limit (by default this process's)."""
         self.url = f"http://127.0.0.1:{port}"
         output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child's
         self.proc = subprocess.Popen(
@@ -54,6 +58,7 @@ class Runner:
             env={**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)},
             stdout=output,
             stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: _limit_open_files(open_files)) if open_files else None,
         )
         if log:
             output.close()
@@ -70,7 +75,16 @@ class Runner:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(60)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _limit_open_files(limit: int) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 
 
 def measure_over_http(url: str, path: str, request: dict, runs: int) -> tuple[float, float]:

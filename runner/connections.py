@@ -8,10 +8,11 @@ half-closes after sending its request. This protocol adds:
 - a header deadline: a connection that has not sent a whole request head within
   ``HEADER_TIMEOUT`` seconds of opening (or of its first byte after a keep-alive pause) is
   closed;
-- a connection cap below the file-descriptor limit: past it, the connection that has waited
-  longest without completing a request head is closed to make room (idle and slow ones go
-  first, so ``/health`` always gets in); a new connection is refused only when every open one
-  is serving a request;
+- a connection cap below the file-descriptor limit: past it, a connection waiting for a
+  request head is closed to make room: one that never completed a request first (silent and
+  slow ones), then the keep-alive one idle longest, so ``/health`` always gets in and a
+  client's pooled connections outlive an attacker's; a new connection is refused only when
+  every open one is serving a request;
 - no draining: when an answer is sent before its request's body was read (a 401, a 413, an
   overload), the runner stops reading and closes, after a short bounded linger so the client
   still reads the answer;
@@ -61,7 +62,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
     class GuardedH11Protocol(H11Protocol):
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
-            self._opened = 0.0
+            self._idle_since = 0.0
+            self._served = False  # it has had an answer to a whole request
             self._header_timer: asyncio.TimerHandle | None = None
             self._client_eof = False
             self._lingering = False
@@ -71,7 +73,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._opened = self.loop.time()
+            self._idle_since = self.loop.time()
             self._arm_header_timer()
             if len(self.connections) > limits.max_connections and not self._evict_one():
                 log.warning(
@@ -89,10 +91,11 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             ]
             if not waiting:
                 return False
-            oldest = min(waiting, key=lambda c: c._opened)
+            oldest = min(waiting, key=lambda c: (c._served, c._idle_since))
             log.info(
-                "closed a connection without a request after %.1fs: %d open (cap %d)",
-                self.loop.time() - oldest._opened,
+                "closed a connection %s after %.1fs: %d open (cap %d)",
+                "idle" if oldest._served else "without a request",
+                self.loop.time() - oldest._idle_since,
                 len(self.connections),
                 limits.max_connections,
             )
@@ -139,6 +142,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
 
         def on_response_complete(self) -> None:
             unread_body = self.conn.their_state is h11.SEND_BODY
+            self._served, self._idle_since = True, self.loop.time()
             super().on_response_complete()
             if self.transport.is_closing():
                 return

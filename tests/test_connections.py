@@ -4,6 +4,7 @@ under uvicorn with its own protocol (runner/connections.py), on 127.0.0.1 only."
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
@@ -32,6 +33,18 @@ def closed_by_server(sock: socket.socket, timeout: float) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer with a Content-Length, or what came before the server closed."""
+    received = b""
+    while b"\r\n\r\n" not in received and (chunk := sock.recv(65536)):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    while found and len(body) < int(found[1]) and (chunk := sock.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def request_head(length: int | None = None, token: str = TOKEN) -> bytes:
@@ -133,3 +146,20 @@ def test_past_the_cap_the_oldest_waiting_connection_makes_room(make_settings):
         assert httpx.get(url + "/health", timeout=5).json()["status"] == "IDLE"
         assert closed_by_server(idle[0], 5)  # the oldest went first
         assert not closed_by_server(idle[-1], 0.2)
+
+
+def test_past_the_cap_a_pooled_connection_outlives_silent_ones(make_settings):
+    """A client's keep-alive connection, idle between its requests, is not the first to go
+    when silent sockets push past the cap, however long it has been open: closing it under a
+    client about to reuse it loses that client's request (the attack mix of
+    benchmarks/bench_load.py lost legitimate requests this way)."""
+    settings = make_settings(header_timeout=60.0, max_connections=8)
+    with served_over_tcp(settings) as (url, _):
+        pooled = connect(url)
+        pooled.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(pooled).startswith(b"HTTP/1.1 200 ")
+        silent = [connect(url) for _ in range(12)]
+        assert closed_by_server(silent[0], 5)  # past the cap: the silent ones go first
+        pooled.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection
+        assert read_answer(pooled).startswith(b"HTTP/1.1 200 ")
+        assert sum(not closed_by_server(s, 0.05) for s in silent) >= 5
