@@ -48,6 +48,22 @@ class ConnectionLimits:
     max_connections: int
 
 
+# Connections the kernel queues and asyncio accepts in one go, before the cap can close any:
+# kept below RESERVED_FDS so a burst never runs the process out of file descriptors.
+LISTEN_BACKLOG = 32
+
+
+def raise_fd_limit() -> None:
+    """The soft file-descriptor limit raised to the hard one (Docker's soft 1024 against a
+    hard 524288 or more), so the connection cap, not the kernel, decides who is refused."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the file-descriptor limit from %d to %d", soft, hard)
+
+
 def connection_cap(wanted: int) -> int:
     """``wanted``, lowered to leave ``RESERVED_FDS`` of the process's file-descriptor limit."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)

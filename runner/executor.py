@@ -53,6 +53,10 @@ class InferenceExecutor:
     def waiting(self) -> int:
         return max(0, self._admitted - self._running)
 
+    def has_room(self) -> bool:
+        """Whether a request would be admitted now (nothing is taken)."""
+        return self._admitted + self._orphans < self.capacity + self.max_queue
+
     def try_admit(self) -> bool:
         with self._lock:
             if self._admitted + self._orphans >= self.capacity + self.max_queue:

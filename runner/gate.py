@@ -156,23 +156,45 @@ class Gate:
     async def _serve_pipeline(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
     ) -> None:
+        """Refuse at once when full; read the body without holding a place (a body trickling
+        in must not keep legitimate requests out), bounded by ``MAX_BODIES_IN_TRANSIT``,
+        ``MIN_BODY_RATE`` and ``BODY_TIMEOUT``; then take a place and run."""
         runtime = self.runtime
-        if runtime.shutting_down:
-            raise Overloaded("The runner is shutting down; send the request elsewhere.")
-        if not runtime.executor.try_admit():
+        self._refuse_if_full()
+        if runtime.bodies_in_transit >= runtime.settings.max_bodies_in_transit:
             self.metrics.overloads.inc()
             raise Overloaded(
-                f"The runner is at capacity ({runtime.executor.capacity} running, "
-                f"{runtime.executor.max_queue} queued); retry later."
+                f"The runner is receiving {runtime.bodies_in_transit} request bodies already "
+                "(MAX_BODIES_IN_TRANSIT); retry later."
             )
+        runtime.bodies_in_transit += 1
         try:
             body = await self._read_body(receive, headers)
-            if body is None:  # the client went away before sending its whole body
-                raise ClientGone()
+        finally:
+            runtime.bodies_in_transit -= 1
+        if body is None:  # the client went away before sending its whole body
+            raise ClientGone()
+        self._refuse_if_full(admit=True)
+        try:
             scope["state"]["body_bytes"] = len(body)
             await self._run_until_disconnect(scope, body, receive, send)
         finally:
             runtime.executor.release()
+
+    def _refuse_if_full(self, admit: bool = False) -> None:
+        """The overload answer when draining or when every place is taken; with ``admit``,
+        take a place (the caller releases it)."""
+        runtime = self.runtime
+        if runtime.shutting_down:
+            raise Overloaded("The runner is shutting down; send the request elsewhere.")
+        executor = runtime.executor
+        has_room = executor.try_admit() if admit else executor.has_room()
+        if not has_room:
+            self.metrics.overloads.inc()
+            raise Overloaded(
+                f"The runner is at capacity ({executor.capacity} running, "
+                f"{executor.max_queue} queued); retry later."
+            )
 
     async def _run_until_disconnect(
         self, scope: Scope, body: bytes, receive: Receive, send: Send

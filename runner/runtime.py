@@ -76,6 +76,7 @@ class Runtime:
         self.started = time.monotonic()
         self._warmup: WarmUp | None = None
         self.shutting_down = False
+        self.bodies_in_transit = 0  # pipeline request bodies being read, before a place
         # Pipeline requests past the gate: (their cancel scope, their task), for the shutdown.
         self.in_flight: set[tuple[CancelScope, asyncio.Future]] = set()
         self._ready: asyncio.Event | None = None

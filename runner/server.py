@@ -21,7 +21,13 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from runner.app import create_app
-from runner.connections import ConnectionLimits, connection_cap, guarded_protocol
+from runner.connections import (
+    LISTEN_BACKLOG,
+    ConnectionLimits,
+    connection_cap,
+    guarded_protocol,
+    raise_fd_limit,
+)
 from runner.runtime import Runtime
 from runner.settings import Settings
 from runner.warmup import process_started
@@ -94,6 +100,7 @@ def _exit_now() -> None:
 
 def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: object) -> uvicorn.Config:
     """uvicorn as the runner runs it: its h11 protocol with the runner's connection limits."""
+    raise_fd_limit()
     limits = ConnectionLimits(settings.header_timeout, connection_cap(settings.max_connections))
     values: dict[str, object] = {
         "host": settings.host,
@@ -103,6 +110,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: object) -> uvi
         "timeout_graceful_shutdown": settings.shutdown_grace,
         "timeout_keep_alive": 30,
         "http": guarded_protocol(limits),
+        "backlog": LISTEN_BACKLOG,
     }
     values.update(overrides)
     return uvicorn.Config(app, **values)

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Bytes a second a request body must average after its first 5 s; 0: off.",
     )
+    max_bodies_in_transit: int = Field(
+        16, ge=1, description="Request bodies read at once, before they take a place."
+    )
     header_timeout: float = Field(
         10.0, gt=0, description="Seconds a connection has to send a whole request head."
     )

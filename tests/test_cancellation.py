@@ -155,7 +155,7 @@ def test_a_client_that_hangs_up_before_sending_its_whole_body_is_counted_499_not
         b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b'Content-Length: 1000\r\n\r\n{"prompt": '
     )
-    wait_until(lambda: runtime.executor.admitted == 1)
+    wait_until(lambda: runtime.bodies_in_transit == 1)
     sock.close()
     wait_until(lambda: metric(url, names[499]) == before[names[499]] + 1)
     assert runtime.executor.admitted == 0

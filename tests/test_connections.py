@@ -163,3 +163,28 @@ def test_past_the_cap_a_pooled_connection_outlives_silent_ones(make_settings):
         pooled.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection
         assert read_answer(pooled).startswith(b"HTTP/1.1 200 ")
         assert sum(not closed_by_server(s, 0.05) for s in silent) >= 5
+
+
+def test_bodies_in_transit_do_not_keep_legitimate_requests_out(make_settings):
+    """Issue 13, finding 6: five connections trickling their bodies held every place, and
+    every real request was refused. Bodies are now read before they take a place."""
+    settings = make_settings(capacity=1, max_queue=1, auth_token=TOKEN)
+    with served_over_tcp(settings) as (url, app):
+        slow = [connect(url) for _ in range(3)]
+        for sock in slow:
+            sock.sendall(request_head(10_000) + b'{"prompt": ')
+        runtime = app.state.runtime
+        deadline = time.monotonic() + 10
+        while runtime.bodies_in_transit < 3:
+            assert time.monotonic() < deadline, "the slow bodies never arrived"
+            time.sleep(0.02)
+        answer = httpx.post(
+            url + "/text-to-image",
+            json=BODY,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+        assert runtime.bodies_in_transit == 3 and runtime.executor.admitted == 0
+        for sock in slow:
+            sock.close()
