@@ -298,15 +298,36 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
         )
 
     def encode(self, output: Segmentation) -> MasksResponse:
-        import orjson
 
         def dumps(array: np.ndarray) -> str:
             if array.dtype.kind == "f":  # full-size float masks run to megabytes
                 array = array.astype(np.float32).round(LOGIT_DECIMALS)
-            return orjson.dumps(
-                np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY
-            ).decode()
+            return json_in_pieces(np.ascontiguousarray(array))
 
         return MasksResponse(
             masks=dumps(output.masks), scores=dumps(output.scores), logits=dumps(output.logits)
         )
+
+
+# Elements orjson writes in one call: orjson holds the GIL for a whole call, and the masks of
+# a large image run to millions of numbers (150 ms and more in one call); between calls the
+# event loop gets its turn, so /health keeps answering.
+JSON_PIECE = 65_536
+
+
+def json_in_pieces(array: np.ndarray) -> str:
+    """``orjson.dumps(array)`` as text, written in pieces of at most ``JSON_PIECE`` elements
+    (the same text)."""
+    import orjson
+
+    option = orjson.OPT_SERIALIZE_NUMPY
+    if array.size <= JSON_PIECE or array.ndim == 1:
+        return orjson.dumps(array, option=option).decode()
+    if array.ndim > 2:
+        return "[" + ",".join(json_in_pieces(part) for part in array) + "]"
+    rows = max(1, JSON_PIECE // max(1, array.shape[1]))
+    pieces = (
+        orjson.dumps(array[start : start + rows], option=option).decode()[1:-1]
+        for start in range(0, len(array), rows)
+    )
+    return "[" + ",".join(pieces) + "]"

@@ -224,3 +224,19 @@ def test_an_original_sam2_id_loads_its_transformers_conversion(make_settings, tm
     with serving(missing) as client:
         message = segment(client).json()["detail"]["msg"]
         assert "nor its conversion facebook/sam2-hiera-small-hf" in message
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 3, 200_000, 16), (1, 3, 16, 200_000), (1, 3, 700, 500), (3,), (1, 0, 4, 4)]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_masks_are_written_in_pieces_as_the_same_json(shape, dtype):
+    """Issue 13's attack mix: one orjson call over a thin image's masks held the GIL for
+    150 ms and more (/health p99 146 ms); pieces give the event loop its turns."""
+    import orjson
+
+    from pipelines.segment_anything_2 import json_in_pieces
+
+    values = np.random.default_rng(0).standard_normal(shape).round(4).astype(dtype)
+    whole = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    assert json_in_pieces(values) == whole
