@@ -100,7 +100,10 @@ def test_sigterm(runner_process, grace):
         assert len(result["response"].json()["images"]) == 1
         assert runner.proc.wait(30) == 0
     elif grace == "120":
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while "SIGTERM: no new requests" not in runner.log():
+            assert time.monotonic() < deadline, runner.log()
+            time.sleep(0.05)
         assert runner.proc.poll() is None  # still finishing the request in flight
         runner.proc.send_signal(signal.SIGTERM)
         assert runner.proc.wait(10) == 0

@@ -10,6 +10,7 @@ import wave
 import numpy as np
 import pytest
 from conftest import serving
+from examples import TINY
 from go_worker import (
     GoWorker,
     assemble_video,
@@ -44,9 +45,11 @@ def image_bytes(size=(96, 64), fmt="PNG") -> bytes:
     return buffer.getvalue()
 
 
-def worker_for(make_settings, **settings):
-    """A runner in-process and the worker's client for it (module-scoped by the callers)."""
-    return serving(make_settings(**settings))
+def worker_for(make_settings, pipeline: str):
+    """The pipeline's runner in-process on its tiny model, and the worker's client for it
+    (module-scoped by the fixtures below)."""
+    with serving(make_settings(pipeline=pipeline, model_id=TINY[pipeline])) as client:
+        yield GoWorker(client)
 
 
 @pytest.fixture(scope="module")
@@ -56,44 +59,37 @@ def text_to_image(sd_client):
 
 @pytest.fixture(scope="module")
 def image_to_image(make_settings):
-    with worker_for(make_settings, pipeline="image-to-image", model_id=TINY_SD) as client:
-        yield GoWorker(client)
+    yield from worker_for(make_settings, "image-to-image")
 
 
 @pytest.fixture(scope="module")
 def image_to_video(make_settings):
-    with worker_for(make_settings, pipeline="image-to-video", model_id=TINY_SVD) as client:
-        yield GoWorker(client)
+    yield from worker_for(make_settings, "image-to-video")
 
 
 @pytest.fixture(scope="module")
 def upscale(make_settings):
-    with worker_for(make_settings, pipeline="upscale", model_id=TINY_UPSCALER) as client:
-        yield GoWorker(client)
+    yield from worker_for(make_settings, "upscale")
 
 
 @pytest.fixture(scope="module")
 def audio_to_text(make_settings):
-    with worker_for(make_settings, pipeline="audio-to-text", model_id=TINY_WHISPER) as client:
-        yield GoWorker(client)
+    yield from worker_for(make_settings, "audio-to-text")
 
 
 @pytest.fixture(scope="module")
 def segment_anything_2(make_settings):
-    with worker_for(make_settings, pipeline="segment-anything-2", model_id=TINY_SAM2) as client:
-        yield GoWorker(client)
+    yield from worker_for(make_settings, "segment-anything-2")
 
 
 @pytest.fixture(scope="module")
 def image_to_text(make_settings):
-    with worker_for(make_settings, pipeline="image-to-text", model_id=TINY_BLIP) as client:
-        yield GoWorker(client)
+    yield from worker_for(make_settings, "image-to-text")
 
 
 @pytest.fixture(scope="module")
 def text_to_speech(make_settings):
-    with worker_for(make_settings, pipeline="text-to-speech", model_id=TINY_MMS_TTS) as client:
-        yield GoWorker(client)
+    yield from worker_for(make_settings, "text-to-speech")
 
 
 # -- the emulation itself ---------------------------------------------------------------------
