@@ -3,7 +3,7 @@
 # Build them all with `docker buildx bake`, or one with `docker buildx bake text-to-image`.
 # Layers are ordered so that a code change reinstalls neither torch nor the dependencies.
 ARG CUDA_VERSION=12.8.1
-ARG UBUNTU_VERSION=22.04
+ARG UBUNTU_VERSION=24.04
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS python
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -11,7 +11,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
+    && apt-get install -y --no-install-recommends python3.12 python3.12-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 FROM python AS build
@@ -22,7 +22,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # 1. torch, pinned to the build stable-fast supports; the largest layer, cached across builds.
-RUN python3.11 -m venv /opt/venv \
+RUN python3.12 -m venv /opt/venv \
     && pip install torch==${TORCH_VERSION} torchvision==${TORCHVISION_VERSION}
 # 2. The group's dependencies, read from pyproject.toml alone.
 COPY pyproject.toml README.md /src/
@@ -42,7 +42,9 @@ LABEL org.opencontainers.image.title="ai-runner-${PIPELINE_GROUP}" \
       org.opencontainers.image.source="https://github.com/livepeer/ai-runner" \
       org.opencontainers.image.licenses="MIT" \
       ai.livepeer.runner.pipeline-group="${PIPELINE_GROUP}"
-RUN useradd --create-home --uid 1000 runner \
+# Ubuntu 24.04's images carry a user "ubuntu" with uid 1000; the runner user takes that uid.
+RUN userdel --remove ubuntu \
+    && useradd --create-home --uid 1000 runner \
     && mkdir /models \
     && chown runner:runner /models
 COPY --from=build /opt/venv /opt/venv

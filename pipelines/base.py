@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from pipelines.acceleration import AccelerationReport
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
-OutputT = TypeVar("OutputT")
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Route:
     extra_error_codes: tuple[int, ...] = ()  # 413/415 where the reference declares them
 
 
-class Pipeline(ABC, Generic[ParamsT, OutputT]):
+class Pipeline[ParamsT: BaseModel, OutputT](ABC):
     route: ClassVar[Route]
 
     def __init__(self, settings: Settings) -> None:

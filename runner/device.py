@@ -157,7 +157,7 @@ def is_unrecoverable(exc: BaseException) -> bool:
     return not is_out_of_memory(exc)
 
 
-def guarded(fn: Callable[..., T]) -> Callable[..., T]:
+def guarded[T](fn: Callable[..., T]) -> Callable[..., T]:
     """Wrap a pipeline call so torch failures surface as the runner's typed errors."""
 
     def call(*args: object) -> T:

@@ -35,7 +35,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _per_gpu(read: Callable[[Any, Any, Any], T]) -> dict[int, T]:
+def _per_gpu[T](read: Callable[[Any, Any, Any], T]) -> dict[int, T]:
     """``read(nvml, handle, memory)`` for each GPU, by index."""
     nvml = _nvml()
     if nvml is None:

@@ -53,7 +53,7 @@ def group_python(group: str, extras: str | None = None) -> Path:
         assert done.returncode == 0, f"uv {' '.join(args)}:\n{done.stdout}{done.stderr}"
 
     shutil.rmtree(env, ignore_errors=True)
-    run("venv", "-q", "-p", "python3.11", str(env))
+    run("venv", "-q", "-p", "python3.12", str(env))
     run("pip", "install", "-q", "-p", str(python), *TORCH)
     run("pip", "install", "-q", "-p", str(python), "-e", f"{ROOT}[{extras or group}]")
     stamp.write_text(wanted)

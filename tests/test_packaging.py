@@ -117,7 +117,7 @@ def test_ci_runs_the_readme_test_command():
     command = next(
         line
         for line in readme.splitlines()
-        if line.startswith("python3.11 -m venv") and "pytest" in line
+        if line.startswith("python3.12 -m venv") and "pytest" in line
     )
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
 
