@@ -95,6 +95,8 @@ class Gate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         given_id = headers.get("x-request-id", "")
         request_id = given_id if REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex[:16]
+        # A live-runner orchestrator names the session it proxies for; its token is never logged.
+        session = headers.get("livepeer-session-id", "")
         timings = Timings()
         scope.setdefault("state", {}).update(request_id=request_id, timings=timings)
         path = normalise(scope["path"])
@@ -148,6 +150,7 @@ class Gate:
                 timings,
                 is_pipeline,
                 scope["state"].get("cancel"),
+                printable(session, 64),
             )
             if is_pipeline:
                 moved = max(scope["state"].get("body_bytes", 0), status["answer_bytes"])
@@ -325,6 +328,7 @@ class Gate:
         timings: Timings,
         is_pipeline: bool,
         cancel: CancelScope | None,
+        session: str = "",
     ) -> None:
         total = time.perf_counter() - started
         route = path if is_pipeline else "other"
@@ -339,9 +343,10 @@ class Gate:
                 self.metrics.queue_seconds.labels(route=route).observe(timings.queue)
                 self.metrics.inference_seconds.labels(route=route).observe(timings.inference)
         log.info(
-            "request id=%s %s %s status=%d total_ms=%.1f queue_ms=%.1f inference_ms=%.1f "
+            "request id=%s%s %s %s status=%d total_ms=%.1f queue_ms=%.1f inference_ms=%.1f "
             "encode_ms=%.1f",
             request_id,
+            f" session={session}" if session else "",
             method,
             path,
             code,

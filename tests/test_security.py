@@ -117,3 +117,27 @@ def test_caller_text_cannot_forge_or_flood_the_log(runner_process):
     assert not any(line.startswith(forged) for line in log.splitlines())
     assert "/x\\n2026-11-30" in log  # the path is logged, escaped
     assert max(len(line) for line in log.splitlines()) < 1000
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_live_runner_session_is_logged_by_its_id_never_its_token(make_settings, caplog, verbose):
+    """go-livepeer's live-runner proxy (server/ai_http.go, CONTRACT.md "The live runner") adds
+    Livepeer-Runner-Route, -Session-Id, -Session-Token and -Session-Control to what it forwards:
+    the request is served as any other, the log names the session, the token never appears."""
+    session_token = "sess-tok-51c0e2-private"
+    proxied = {
+        "Livepeer-Runner-Route": "runner-7",
+        "Livepeer-Session-Id": "session-42\n2026-11-30 FORGED",
+        "Livepeer-Session-Token": session_token,
+        "Livepeer-Session-Control": "https://orch.example:8935/runner/runner-7/session/42",
+    }
+    with caplog.at_level(logging.DEBUG), serving(make_settings(verbose_logging=verbose)) as client:
+        body = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 1}
+        answer = client.post("/text-to-image", json=body, headers=proxied)
+        assert answer.status_code == 200
+        assert len(answer.json()["images"]) == 1
+    logged = [r.getMessage() for r in caplog.records if "POST /text-to-image" in r.getMessage()]
+    assert len(logged) == 1
+    assert " session=session-42\\n2026-11-30 FORGED POST /text-to-image status=200" in logged[0]
+    assert session_token not in caplog.text
+    assert session_token not in answer.text + str(answer.headers)
