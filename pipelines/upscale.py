@@ -79,6 +79,14 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
                 f"pixels (such as {side}x{side}), so that the {SCALE}x result fits in GPU memory."
             )
         self.check_for_model(params)
+        # upscale cannot resize its input (the answer is the input's size times 4), so a
+        # thin image is bounded by its shape instead.
+        ratio = s.upscale_max_aspect_ratio
+        if max(width, height) > ratio * min(width, height):
+            raise InvalidInput(
+                f"image is {width}x{height}; upscale takes images at most {ratio:g} times as "
+                "long as they are wide (UPSCALE_MAX_ASPECT_RATIO)."
+            )
 
     def check_for_model(self, params: BaseModel) -> None:
         """The model rounds the input's sides down to multiples of its VAE's scale factor,

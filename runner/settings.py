@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     upscale_max_input_pixels: int = Field(
         512 * 512, ge=64 * 64, description="Largest image upscale takes, in pixels."
     )
+    upscale_max_aspect_ratio: float = Field(
+        16.0, ge=1.0, description="Thinnest image upscale takes: its long side over its short."
+    )
     max_mask_pixels: int = Field(
         4096 * 4096,
         ge=64 * 64,

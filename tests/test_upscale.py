@@ -88,12 +88,26 @@ def test_bad_inputs_are_400(client, fields, image, message):
 
 
 def test_a_thin_image_is_upscaled_and_checked_on_its_central_square(client):
-    """Issue 13, finding 13: upscale's work follows its input's pixels whatever their shape;
-    the safety checker (CLIP scales the short side to 224 pixels, the long side with it) is
-    given the central square it keeps, cropped first."""
+    """Issue 13, finding 13: the safety checker (CLIP scales the short side to 224 pixels, the
+    long side with it) is given the central square it keeps, cropped first."""
     checker = client.app.state.runtime.pipeline.safety_checker.processor
     with image_sizes_given(checker, "preprocess") as sizes:
-        response = upscale(client, png((8, 512)), seed="1")
+        response = upscale(client, png((8, 128)), seed="1")
     assert response.status_code == 200, response.text
-    assert decode_image(response.json()["images"][0]["url"]).size == (32, 2048)
+    assert decode_image(response.json()["images"][0]["url"]).size == (32, 512)
     assert sizes == [(32, 32)]
+
+
+@pytest.mark.parametrize("size", [(8, 129), (4000, 16)])
+def test_an_image_thinner_than_the_aspect_bound_is_400_naming_it(client, size):
+    """Issue 13: upscale cannot resize its input, so its shape is bounded: a 16x16,384 image
+    is within UPSCALE_MAX_INPUT_PIXELS but would make a 64x65,536 answer."""
+    response = upscale(client, png(size))
+    assert response.status_code == 400
+    width, height = size
+    assert response.json() == {
+        "detail": {
+            "msg": f"image is {width}x{height}; upscale takes images at most 16 times as long as "
+            "they are wide (UPSCALE_MAX_ASPECT_RATIO)."
+        }
+    }
