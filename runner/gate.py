@@ -86,7 +86,13 @@ class Gate:
         self.route_path = route_path
         self.declared = declared
         self.body_limit = body_limit
-        self.trimmer = Trimmer(runtime.settings.memory_trim_bytes, metrics.memory_trims.inc)
+        self.trimmer = Trimmer(
+            runtime.settings.memory_trim_bytes,
+            metrics.memory_trims.inc,
+            busy=lambda: bool(
+                runtime.in_flight or runtime.bodies_in_transit or runtime.executor.busy
+            ),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,6 +131,8 @@ class Gate:
             return
 
         is_pipeline = path == self.route_path and scope["method"] == "POST"
+        if is_pipeline:
+            self.trimmer.activity()
         try:
             if self.runtime.settings.token is not None:
                 check_bearer(headers.get("authorization"), self.runtime.settings.token)

@@ -12,7 +12,7 @@ import pytest
 from conftest import serving
 from helpers import encode_audio, tone
 
-from runner.memory import can_trim, trim
+from runner.memory import Trimmer, can_trim, trim
 from runner.tiny_models import TINY_WHISPER
 
 glibc_only = pytest.mark.skipif(not can_trim(), reason="the C library has no malloc_trim")
@@ -65,3 +65,30 @@ def test_a_large_request_is_followed_by_a_trim_and_a_small_one_is_not(make_setti
             assert time.monotonic() < deadline, "no trim after a large request"
             time.sleep(0.02)
         assert trims(client) == 1
+
+
+@glibc_only
+def test_a_trim_waits_until_requests_stop_coming_and_none_is_in_flight():
+    """malloc_trim holds the heap's lock while it walks it, so the event loop's allocations
+    wait: the attack benchmark's refused large bodies, each followed by a trim, stalled
+    /health for 260 ms. A trim now waits for a quiet moment."""
+    trimmed: list[float] = []
+    busy = [True]
+    trimmer = Trimmer(1000, lambda: trimmed.append(time.monotonic()), lambda: busy[0], 0.2)
+    trimmer.after_request(5000)
+    traffic_until = time.monotonic() + 0.6
+    while time.monotonic() < traffic_until:  # requests keep coming and going
+        trimmer.activity()
+        time.sleep(0.01)
+    assert not trimmed
+    quiet_from = time.monotonic()
+    while time.monotonic() < quiet_from + 0.5:  # no request comes, but one is in flight
+        assert not trimmed
+        time.sleep(0.01)
+    busy[0] = False
+    freed_at = time.monotonic()
+    deadline = freed_at + 5
+    while not trimmed:
+        assert time.monotonic() < deadline, "no trim once the runner went quiet"
+        time.sleep(0.01)
+    assert trimmed[0] >= freed_at and len(trimmed) == 1
