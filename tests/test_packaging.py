@@ -165,3 +165,29 @@ def test_the_version_is_above_every_ai_runner_release(bake):
     assert tuple(int(part) for part in project.split(".")) > (0, 14, 1)
     assert _value(_blocks(bake, "variable")["VERSION"]["default"]) == project
     assert f"ARG VERSION={project}\n" in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_operator_guide_lists_a_static_live_runner_entry_per_pipeline():
+    """docs/operators.md's runners.json, checked as go-livepeer's static configuration is
+    (doc/live-runner.md, "Static runner configuration"; ai/runner/live_runner.go): one
+    single-shot entry per pipeline, health polled on an absolute /ready."""
+    import json
+
+    from pipelines.registry import REGISTRY
+
+    guide = (ROOT / "docs" / "operators.md").read_text()
+    block = re.search(r"```json\n(\{\n  \"runners\".*?)```", guide, re.DOTALL)
+    assert block, "no runners.json in docs/operators.md"
+    runners = json.loads(block.group(1))["runners"]
+    by_pipeline = {entry["app"].split("/", 1)[0]: entry for entry in runners}
+    assert sorted(by_pipeline) == sorted(REGISTRY) and len(runners) == len(REGISTRY)
+    for pipeline, entry in by_pipeline.items():
+        assert entry["app"] == f"{pipeline}/{REGISTRY[pipeline].default_model}"
+        assert entry["health_url"] == entry["runner_url"] + "/ready"
+        assert entry["health_url"].startswith("http://")
+        assert entry["healthy_status_code"] == 200 and entry["mode"] == "single-shot"
+        assert entry["capacity"] == 1  # CAPACITY's default
+        assert entry["price_info"]["currency"] == "usd"
+        assert entry["price_info"]["unit"] in {"hour", "720p", "fixed"}
+        assert entry["price_info"]["price"] > 0
+    assert len({entry["label"] for entry in runners}) == len(runners)
