@@ -1,0 +1,202 @@
+"""JSON bodies for the routes that take uploads: the form's fields, each file as base64.
+
+go-livepeer's live runner proxies whatever a client sends, and the network's SDK
+(livepeer-gateway's ``call_runner``) sends JSON only, so a route whose request model declares
+``Upload`` fields also takes ``application/json``: the same field names, each file as a base64
+data URL (``data:image/png;base64,...``) or plain base64. The decoded bytes meet the same size
+limit and the same decoding as an uploaded file (``runner.uploads``), so every answer is the
+one the form would get. ``/openapi.json`` keeps the form only (the AI worker's client is
+generated from it); the JSON forms are published at ``JSON_BODIES_PATH``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import copy
+import email.message
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pybase64
+from fastapi import Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+
+from runner.errors import InvalidInput
+from runner.settings import Settings
+from runner.uploads import Upload, check_size, size_limit
+
+JSON_BODIES_PATH = "/openapi-json-bodies.json"
+# The longest ``data:<media type>;base64,`` prefix taken; the JSON body limit allows for it.
+MAX_DATA_URL_PREFIX = 256
+BASE64_NOTE = (
+    " In a JSON body: the file as a base64 data URL (data:image/png;base64,...) or plain base64."
+)
+TEXT_NOTE = (
+    "The fields of the multipart form, as a JSON object. Each file is a base64 data URL or "
+    "plain base64. A field the form takes as text (loras, metadata, point_coords, ...) also "
+    "takes a JSON value in its place, read as that value's JSON text."
+)
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON (``application/json`` or ``application/*+json``),
+    as FastAPI reads it."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def base64_length(size: int) -> int:
+    return 4 * -(-size // 3)
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """The most body bytes the gate reads: a JSON body's files come base64-encoded."""
+
+    default: int
+    json: int
+
+    def for_content_type(self, content_type: str | None) -> int:
+        return self.json if is_json(content_type) else self.default
+
+
+def body_limits(settings: Settings, uploads: dict[str, Upload]) -> BodyLimits:
+    """The form-field allowance (``MAX_JSON_BYTES``) plus each file at its limit: as sent
+    in a form, and base64-encoded with a data URL's prefix in a JSON body."""
+    limits = [size_limit(settings, upload.kind) for upload in uploads.values()]
+    return BodyLimits(
+        default=settings.max_json_bytes + sum(limits),
+        json=settings.max_json_bytes
+        + sum(base64_length(limit) + MAX_DATA_URL_PREFIX for limit in limits),
+    )
+
+
+def decoded_base64(name: str, text: str, limit: int) -> bytes:
+    """The bytes of a base64 data URL or plain base64, refused as the form refuses a file
+    over ``limit`` before any is decoded; a malformed value is a 400 naming the field."""
+    payload = text
+    if text[:5].lower() == "data:":
+        comma = text.find(",", 0, MAX_DATA_URL_PREFIX)
+        if comma < 0 or text[:comma].rsplit(";", 1)[-1].lower() != "base64":
+            raise InvalidInput(
+                f"{name} is not a base64 data URL: send data:<media type>;base64,<data> "
+                "or plain base64."
+            )
+        payload = text[comma + 1 :]
+    if len(payload) % 4:
+        payload += "=" * (-len(payload) % 4)  # padding may be left out
+    check_size(name, len(payload) // 4 * 3 - payload[-2:].count("="), limit)
+    try:
+        return pybase64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{name} is not valid base64.") from None
+
+
+class JsonBody(BaseModel):
+    """A JSON body's fields before its files are decoded."""
+
+    text_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _values_as_text(cls, data: Any) -> Any:
+        """A JSON value where the form takes text is read as that value's JSON text."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            name: json.dumps(value)
+            if name in cls.text_fields and value is not None and not isinstance(value, str)
+            else value
+            for name, value in data.items()
+        }
+
+
+def json_body_model(params: type[BaseModel], uploads: dict[str, Upload]) -> type[JsonBody]:
+    """``params`` with each upload field as its base64 text."""
+    fields: dict[str, Any] = {}
+    text_fields = set()
+    for name, field in params.model_fields.items():
+        if name in uploads:
+            fields[name] = (str, Field(description=uploads[name].description + BASE64_NOTE))
+            continue
+        fields[name] = (field.annotation, copy.copy(field))
+        if field.annotation in (str, str | None):
+            text_fields.add(name)
+    model = create_model(
+        params.__name__.removesuffix("Params") + "JsonBody",
+        __base__=JsonBody,
+        __doc__=TEXT_NOTE,
+        **fields,
+    )
+    model.text_fields = frozenset(text_fields)
+    return model
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}]
+        ) from None
+    except (RecursionError, UnicodeDecodeError):
+        raise InvalidInput("There was an error parsing the body") from None
+
+
+def json_endpoint(
+    settings: Settings,
+    params: type[BaseModel],
+    uploads: dict[str, Upload],
+    decode: Callable[[Request, str, Upload, bytes], Awaitable[Any]],
+    serve: Callable[[Request, BaseModel], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint taking a JSON body: parsed and base64-decoded off the event loop (a body
+    holds up to ``MAX_AUDIO_BYTES`` of base64), validated with the form's field types and
+    answered with their 422, each file then ``decode``d as an upload is."""
+    body_model = json_body_model(params, uploads)
+
+    async def endpoint(request: Request) -> Response:
+        data = await run_in_threadpool(_parse, await request.body())
+        try:
+            fields = body_model.model_validate(data)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+            ) from None
+        values = dict(fields)
+        for name, upload in uploads.items():
+            limit = size_limit(settings, upload.kind)
+            data = await run_in_threadpool(decoded_base64, name, values[name], limit)
+            values[name] = await decode(request, name, upload, data)
+        return await serve(request, params(**values))
+
+    endpoint.body_model = body_model  # type: ignore[attr-defined]
+    return endpoint
+
+
+def dispatching_route(json_route: APIRoute) -> type[APIRoute]:
+    """A route class that hands JSON bodies to ``json_route`` and the rest (the form) to
+    itself; the route, and so ``/openapi.json``, is otherwise the form's."""
+
+    class FormOrJsonRoute(APIRoute):
+        async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+            content_type = next(
+                (v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), None
+            )
+            if is_json(content_type):
+                await json_route.handle(scope, receive, send)
+            else:
+                await super().handle(scope, receive, send)
+
+    return FormOrJsonRoute
