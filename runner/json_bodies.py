@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import copy
 import email.message
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,12 +24,16 @@ import pybase64
 from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
+from runner import __version__
 from runner.errors import InvalidInput
+from runner.runtime import Runtime
 from runner.settings import Settings
-from runner.uploads import Upload, check_size, size_limit
+from runner.uploads import Upload, check_size, decode_data, size_limit
 
 JSON_BODIES_PATH = "/openapi-json-bodies.json"
 # The longest ``data:<media type>;base64,`` prefix taken; the JSON body limit allows for it.
@@ -40,6 +45,13 @@ TEXT_NOTE = (
     "The fields of the multipart form, as a JSON object. Each file is a base64 data URL or "
     "plain base64. A field the form takes as text (loras, metadata, point_coords, ...) also "
     "takes a JSON value in its place, read as that value's JSON text."
+)
+DOCUMENT_DESCRIPTION = (
+    "This runner's route with a JSON body (Content-Type: application/json), as go-livepeer's "
+    "live runner proxies it and the network's SDK (livepeer-gateway's call_runner) sends it. "
+    "Where /openapi.json publishes a multipart form, the route also takes its fields as a JSON "
+    "object, each file as a base64 data URL or plain base64, with the form's size limits, "
+    "decoding and errors."
 )
 
 
@@ -155,16 +167,16 @@ def _parse(body: bytes) -> Any:
 
 
 def json_endpoint(
-    settings: Settings,
+    runtime: Runtime,
     params: type[BaseModel],
     uploads: dict[str, Upload],
-    decode: Callable[[Request, str, Upload, bytes], Awaitable[Any]],
     serve: Callable[[Request, BaseModel], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
     """The endpoint taking a JSON body: parsed and base64-decoded off the event loop (a body
     holds up to ``MAX_AUDIO_BYTES`` of base64), validated with the form's field types and
-    answered with their 422, each file then ``decode``d as an upload is."""
+    answered with their 422, each file then decoded as an upload is (``decode_data``)."""
     body_model = json_body_model(params, uploads)
+    settings = runtime.settings
 
     async def endpoint(request: Request) -> Response:
         data = await run_in_threadpool(_parse, await request.body())
@@ -175,14 +187,46 @@ def json_endpoint(
                 [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
             ) from None
         values = dict(fields)
+        cancel = getattr(request.state, "cancel", None)
         for name, upload in uploads.items():
             limit = size_limit(settings, upload.kind)
             data = await run_in_threadpool(decoded_base64, name, values[name], limit)
-            values[name] = await decode(request, name, upload, data)
+            values[name] = await decode_data(settings, runtime.executor, cancel, name, upload, data)
         return await serve(request, params(**values))
 
     endpoint.body_model = body_model  # type: ignore[attr-defined]
     return endpoint
+
+
+def json_forms_document(
+    path: str, body_model: type[BaseModel], **details: Any
+) -> Callable[[], Awaitable[JSONResponse]]:
+    """The endpoint serving the OpenAPI document of ``path`` taking ``body_model`` as JSON
+    (``details`` as the served route's), built on first use."""
+
+    async def declared(params) -> Response:  # noqa: ANN001 - declared below
+        raise NotImplementedError("documents the JSON body; never served")
+
+    declared.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, annotation=body_model)]
+    )
+    route = APIRoute(path, declared, **details)
+    document: dict = {}
+
+    async def json_bodies_document() -> JSONResponse:
+        if not document:
+            document.update(
+                get_openapi(
+                    title="Livepeer AI Runner: JSON bodies",
+                    version=__version__,
+                    description=DOCUMENT_DESCRIPTION,
+                    routes=[route],
+                    separate_input_output_schemas=False,
+                )
+            )
+        return JSONResponse(document)
+
+    return json_bodies_document
 
 
 def dispatching_route(json_route: APIRoute) -> type[APIRoute]:

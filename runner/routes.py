@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
@@ -16,12 +15,17 @@ from pydantic import BaseModel
 
 from pipelines.base import Pipeline
 from pipelines.checks import well_formed
-from runner import __version__, hardware
-from runner.json_bodies import JSON_BODIES_PATH, dispatching_route, json_endpoint
+from runner import hardware
+from runner.json_bodies import (
+    JSON_BODIES_PATH,
+    dispatching_route,
+    json_endpoint,
+    json_forms_document,
+)
 from runner.metrics import Metrics
 from runner.runtime import Runtime
 from runner.schemas import HardwareInformation, HardwareStats, HealthCheck, HTTPError, Version
-from runner.uploads import Upload, decode_data, decode_upload, upload_fields
+from runner.uploads import Upload, decode_upload, upload_fields
 
 ERROR_DESCRIPTIONS = {
     400: "Bad Request",
@@ -30,12 +34,6 @@ ERROR_DESCRIPTIONS = {
     415: "Unsupported Media Type",
     500: "Internal Server Error",
 }
-JSON_BODIES_DESCRIPTION = (
-    "The runner's route with a JSON body, as go-livepeer's live runner proxies it and the "
-    "network's SDK (call_runner) sends it. A route that takes files in /openapi.json's "
-    "multipart form also takes these fields as application/json, each file as a base64 data "
-    "URL or plain base64, with the form's size limits, decoding and errors."
-)
 log = logging.getLogger("runner.requests")
 BINARY = {"format": "binary"}  # how the reference publishes file fields
 # Published in OpenAPI so clients send the token; enforced by the gate before the body is read.
@@ -140,11 +138,9 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
     route_class: type[APIRoute] = APIRoute
     if uploads:
         endpoint = _multipart_endpoint(runtime, route.params, uploads, serve)
-        json_served = json_endpoint(
-            runtime.settings, route.params, uploads, _decoder(runtime), serve
-        )
+        json_served = json_endpoint(runtime, route.params, uploads, serve)
         route_class = dispatching_route(APIRoute(route.path, json_served, methods=["POST"]))
-        documented = _documented(json_served.body_model)
+        json_body: type[BaseModel] = json_served.body_model
     else:
 
         async def endpoint(request: Request, params) -> Response:  # noqa: ANN001 - see below
@@ -153,7 +149,7 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
         endpoint.__signature__ = inspect.Signature(
             [_parameter("request", Request), _parameter("params", route.params)]
         )
-        documented = endpoint
+        json_body = route.params
     for path, in_schema in ((route.path, True), (route.path + "/", False)):
         router.add_api_route(
             path,
@@ -163,24 +159,12 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
             route_class_override=route_class,
             **details,
         )
-    json_forms = APIRoute(route.path, documented, operation_id=route.operation_id, **details)
-    document: dict = {}
-
-    @router.get(JSON_BODIES_PATH, include_in_schema=False)
-    async def json_bodies_document() -> JSONResponse:
-        """This runner's route with a JSON body: /openapi.json publishes the form only."""
-        if not document:
-            document.update(
-                get_openapi(
-                    title="Livepeer AI Runner: JSON bodies",
-                    version=__version__,
-                    description=JSON_BODIES_DESCRIPTION,
-                    routes=[json_forms],
-                    separate_input_output_schemas=False,
-                )
-            )
-        return JSONResponse(document)
-
+    router.add_api_route(
+        JSON_BODIES_PATH,
+        json_forms_document(route.path, json_body, operation_id=route.operation_id, **details),
+        methods=["GET"],
+        include_in_schema=False,
+    )
     return router
 
 
@@ -203,25 +187,6 @@ def _parameter(name: str, annotation: object, default: object = inspect.Paramete
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
     )
-
-
-def _decoder(runtime: Runtime) -> Callable[[Request, str, Upload, bytes], Awaitable[object]]:
-    async def decode(request: Request, name: str, upload: Upload, data: bytes) -> object:
-        cancel = getattr(request.state, "cancel", None)
-        return await decode_data(runtime.settings, runtime.executor, cancel, name, upload, data)
-
-    return decode
-
-
-def _documented(body_model: type[BaseModel]) -> Callable[..., Awaitable[Response]]:
-    """An endpoint declaring ``body_model`` as its JSON body, for the second document only
-    (the served JSON endpoint parses its body off the event loop)."""
-
-    async def endpoint(params) -> Response:  # noqa: ANN001 - declared below
-        raise NotImplementedError
-
-    endpoint.__signature__ = inspect.Signature([_parameter("params", body_model)])
-    return endpoint
 
 
 def _multipart_endpoint(

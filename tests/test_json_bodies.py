@@ -17,11 +17,13 @@ import time
 
 import httpx
 import pytest
-from conftest import served_over_tcp
+from conftest import served_over_tcp, serving
 from examples import TINY, VALID
+from fastapi.testclient import TestClient
 from helpers import decode_image
 
 from pipelines.registry import pipeline_class
+from runner.app import create_app
 from runner.json_bodies import JSON_BODIES_PATH, MAX_DATA_URL_PREFIX, base64_length
 from runner.uploads import upload_fields
 
@@ -346,3 +348,31 @@ def test_the_second_document_lists_the_json_form(runner):
         assert form_schema["properties"][name]["format"] == "binary"
         assert json_schema["properties"][name]["type"] == "string"
         assert "base64 data URL" in json_schema["properties"][name]["description"]
+
+
+def test_a_json_body_needs_the_token_the_form_needs(make_settings):
+    """The token is checked by the gate before any body is read, whatever its type; the
+    second document is public like /openapi.json."""
+    settings = make_settings(
+        pipeline="image-to-text", model_id=TINY["image-to-text"], auth_token="t"
+    )
+    with serving(settings) as client:
+        image = base64.b64encode(VALID["image-to-text"]["image"]).decode()
+        unauthorised = client.post("/image-to-text", json={"image": image})
+        form = client.post("/image-to-text", files={"image": ("i.png", b"x", "image/png")})
+        assert answer(unauthorised) == answer(form)
+        assert unauthorised.status_code == 401
+        assert client.get(JSON_BODIES_PATH).status_code == 200
+        auth = {"Authorization": "Bearer t"}
+        for path in ("/image-to-text", "/image-to-text/"):
+            response = client.post(path, json={"image": image}, headers=auth)
+            assert response.status_code == 200, response.text
+            assert isinstance(response.json()["text"], str)
+
+
+def test_a_json_route_documents_its_own_body_in_the_second_document(make_settings):
+    client = TestClient(create_app(make_settings()))  # no lifespan: nothing loads
+    document = client.get(JSON_BODIES_PATH).json()
+    body = document["paths"]["/text-to-image"]["post"]["requestBody"]
+    served = client.get("/openapi.json").json()["paths"]["/text-to-image"]["post"]
+    assert body == served["requestBody"]
