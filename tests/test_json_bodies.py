@@ -10,6 +10,7 @@ served over a real socket, and compares the answers.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -78,6 +79,16 @@ class Runner:
         parts = {k: (f"{k}.bin", data, MIME[self.uploads[k].kind]) for k, data in files.items()}
         return httpx.post(self.url + self.path, data=values, files=parts or None, timeout=TIMEOUT)
 
+    def body(self, files: dict[str, bytes] | None = None, as_data_url: bool = True) -> dict:
+        """The JSON request: the form's fields, each file as base64."""
+        files = self.files if files is None else files
+        body: dict = dict(self.fields)
+        for name, data in files.items():
+            text = base64.b64encode(data).decode()
+            mime = MIME[self.uploads[name].kind]
+            body[name] = f"data:{mime};base64,{text}" if as_data_url else text
+        return body
+
     def json(
         self,
         files: dict[str, bytes] | None = None,
@@ -85,12 +96,7 @@ class Runner:
         content_type: str = "application/json",
         **fields: object,
     ) -> httpx.Response:
-        files = self.files if files is None else files
-        body = {**self.fields, **fields}
-        for name, data in files.items():
-            text = base64.b64encode(data).decode()
-            mime = MIME[self.uploads[name].kind]
-            body[name] = f"data:{mime};base64,{text}" if as_data_url else text
+        body = {**self.body(files, as_data_url), **fields}
         return self.raw(json.dumps(body).encode(), content_type)
 
     def raw(self, payload: bytes, content_type: str = "application/json") -> httpx.Response:
@@ -129,6 +135,17 @@ def test_json_gets_the_answer_the_form_gets(runner):
     plain = runner.json(as_data_url=False, content_type="application/json; charset=utf-8")
     assert answer(data_url) == answer(form)
     assert answer(plain) == answer(form)
+
+
+def test_the_sdks_call_runner_gets_the_forms_answer(runner):
+    """The network's own client, straight to the runner (no orchestrator between): what it
+    sends is what the route takes (livepeer-gateway 1.0.0 live_runner.py ``call_runner``)."""
+    sdk = pytest.importorskip("livepeer_gateway.live_runner")
+    form = runner.form()
+    assert form.status_code == 200, form.text
+    call = sdk.call_runner(runner.url + runner.path, payload=runner.body(), timeout=TIMEOUT)
+    result = asyncio.run(call)
+    assert result.data == form.json()
 
 
 def test_fields_the_form_takes_as_text_also_take_json_values(runner):
@@ -303,7 +320,7 @@ def test_a_missing_required_field_is_the_forms_422(runner):
     assert form.json()["detail"] == [
         {"type": "missing", "loc": ["body", "prompt"], "msg": "Field required"}
     ]
-    body = json.loads(runner.json().request.content)
+    body = runner.body()
     del body["prompt"]
     assert answer(runner.raw(json.dumps(body).encode())) == answer(form)
 
