@@ -2,10 +2,10 @@
 
 The network's SDK sends JSON only (livepeer-gateway 1.0.0, http.py ``_json_request_parts``:
 ``Content-Type: application/json``, the payload ``json.dumps``'d, as ``call_runner`` in
-live_runner.py sends it), and go-livepeer's live runner proxies the body as it comes
-(doc/live-runner.md). Each test sends the same request as a form (the reference's contract,
-ai-runner runner/app/routes/*.py: ``File``/``Form`` parameters) and as JSON, on a tiny model
-served over a real socket, and compares the answers.
+live_runner.py sends it), and go-livepeer's live runner proxies the body and headers as
+they come (doc/live-runner.md). Each test sends the same request as a form (the reference's
+contract, ai-runner runner/src/runner/routes/*.py: ``File``/``Form`` parameters) and as
+JSON, on a tiny model served over a real socket, and compares the answers.
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ def test_the_sdks_call_runner_gets_the_forms_answer(runner):
 
 
 def test_fields_the_form_takes_as_text_also_take_json_values(runner):
-    """SAM 2's prompts and audio-to-text's metadata are JSON text in the form
-    (ai-runner runner/app/routes/segment_anything_2.py, audio_to_text.py: ``Form`` strings)."""
+    """SAM 2's prompts and audio-to-text's metadata are JSON text in the form (ai-runner
+    runner/src/runner/routes/segment_anything_2.py, audio_to_text.py: ``Form`` strings)."""
     text_values = {
         "segment-anything-2": {"point_coords": [[4, 4]], "point_labels": [1]},
         "audio-to-text": {"metadata": {"duration": 1}, "return_timestamps": True},
