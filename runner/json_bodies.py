@@ -118,20 +118,25 @@ def decoded_base64(name: str, text: str, limit: int) -> bytes:
 class JsonBody(BaseModel):
     """A JSON body's fields before its files are decoded."""
 
-    text_fields: ClassVar[frozenset[str]] = frozenset()
+    form_fields: ClassVar[frozenset[str]] = frozenset()  # the fields that are not files
+    text_fields: ClassVar[frozenset[str]] = frozenset()  # those the form takes as text
 
     @model_validator(mode="before")
     @classmethod
-    def _values_as_text(cls, data: Any) -> Any:
-        """A JSON value where the form takes text is read as that value's JSON text."""
+    def _as_the_form_reads(cls, data: Any) -> Any:
+        """Read as the form's fields are: an empty string is a field left out (FastAPI reads
+        an empty form value so), and a JSON value where the form takes text is that value's
+        JSON text."""
         if not isinstance(data, dict):
             return data
-        return {
-            name: json.dumps(value)
-            if name in cls.text_fields and value is not None and not isinstance(value, str)
-            else value
-            for name, value in data.items()
-        }
+        fields = {}
+        for name, value in data.items():
+            if name in cls.form_fields and isinstance(value, str) and not value:
+                continue
+            if name in cls.text_fields and value is not None and not isinstance(value, str):
+                value = json.dumps(value)
+            fields[name] = value
+        return fields
 
 
 def json_body_model(params: type[BaseModel], uploads: dict[str, Upload]) -> type[JsonBody]:
@@ -151,6 +156,7 @@ def json_body_model(params: type[BaseModel], uploads: dict[str, Upload]) -> type
         __doc__=TEXT_NOTE,
         **fields,
     )
+    model.form_fields = frozenset(params.model_fields) - frozenset(uploads)
     model.text_fields = frozenset(text_fields)
     return model
 
