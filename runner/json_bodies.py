@@ -44,7 +44,8 @@ BASE64_NOTE = (
 TEXT_NOTE = (
     "The fields of the multipart form, as a JSON object. Each file is a base64 data URL or "
     "plain base64. A field the form takes as text (loras, metadata, point_coords, ...) also "
-    "takes a JSON value in its place, read as that value's JSON text."
+    "takes a JSON value in its place, read as that value's JSON text. An empty string is a "
+    "field left out, as in the form."
 )
 DOCUMENT_DESCRIPTION = (
     "This runner's route with a JSON body (Content-Type: application/json), as go-livepeer's "
@@ -190,14 +191,19 @@ def json_endpoint(
             fields = body_model.model_validate(data)
         except ValidationError as exc:
             raise RequestValidationError(
-                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+                [
+                    {"type": error["type"], "loc": ("body", *error["loc"]), "msg": error["msg"]}
+                    for error in exc.errors()
+                ]
             ) from None
         values = dict(fields)
         cancel = getattr(request.state, "cancel", None)
         for name, upload in uploads.items():
             limit = size_limit(settings, upload.kind)
-            data = await run_in_threadpool(decoded_base64, name, values[name], limit)
-            values[name] = await decode_data(settings, runtime.executor, cancel, name, upload, data)
+            content = await run_in_threadpool(decoded_base64, name, values[name], limit)
+            values[name] = await decode_data(
+                settings, runtime.executor, cancel, name, upload, content
+            )
         return await serve(request, params(**values))
 
     endpoint.body_model = body_model  # type: ignore[attr-defined]
