@@ -11,11 +11,12 @@ from pipelines.registry import pipeline_class
 from runner import __version__
 from runner.errors import install_error_handlers
 from runner.gate import Gate
+from runner.json_bodies import body_limits
 from runner.metrics import Metrics
 from runner.routes import declared_error_codes, pipeline_router, system_router
 from runner.runtime import Runtime
 from runner.settings import Settings
-from runner.uploads import size_limit, upload_fields
+from runner.uploads import upload_fields
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -44,16 +45,12 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(pipeline_router(runtime))
     app.include_router(system_router(runtime, metrics))
-    uploads = upload_fields(pipeline.route.params)
-    body_limit = settings.max_json_bytes + sum(
-        size_limit(settings, upload.kind) for upload in uploads.values()
-    )
     app.add_middleware(
         Gate,
         runtime=runtime,
         metrics=metrics,
         route_path=pipeline.route.path,
         declared=declared_error_codes(type(pipeline)) | {200, 422},
-        body_limit=body_limit,
+        body_limits=body_limits(settings, upload_fields(pipeline.route.params)),
     )
     return app

@@ -27,6 +27,7 @@ from runner.errors import (
     declared_status,
     error_body,
 )
+from runner.json_bodies import JSON_BODIES_PATH, BodyLimits
 from runner.logs import printable
 from runner.memory import Trimmer
 from runner.metrics import Metrics
@@ -48,6 +49,7 @@ PUBLIC_PATHS = frozenset(
         "/metrics",
         "/docs",
         "/openapi.json",
+        JSON_BODIES_PATH,
     }
 )
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -78,14 +80,14 @@ class Gate:
         metrics: Metrics,
         route_path: str,
         declared: frozenset[int],
-        body_limit: int,
+        body_limits: BodyLimits,
     ) -> None:
         self.app = app
         self.runtime = runtime
         self.metrics = metrics
         self.route_path = route_path
         self.declared = declared
-        self.body_limit = body_limit
+        self.body_limits = body_limits
         self.trimmer = Trimmer(
             runtime.settings.memory_trim_bytes,
             metrics.memory_trims.inc,
@@ -254,7 +256,7 @@ class Gate:
             watcher.cancel()
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
-        limit = self.body_limit
+        limit = self.body_limits.for_content_type(headers.get("content-type"))
         declared_length = headers.get("content-length", "")
         if declared_length.isdigit() and int(declared_length) > limit:
             raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes.")

@@ -9,12 +9,19 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 
 from pipelines.base import Pipeline
 from pipelines.checks import well_formed
 from runner import hardware
+from runner.json_bodies import (
+    JSON_BODIES_PATH,
+    dispatching_route,
+    json_endpoint,
+    json_forms_document,
+)
 from runner.metrics import Metrics
 from runner.runtime import Runtime
 from runner.schemas import HardwareInformation, HardwareStats, HealthCheck, HTTPError, Version
@@ -114,8 +121,26 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
         )
 
     uploads = upload_fields(route.params)
+    responses = {
+        code: {"model": HTTPError, "description": ERROR_DESCRIPTIONS[code]}
+        for code in sorted(declared_error_codes(type(pipeline)))
+    }
+    details = {
+        "methods": ["POST"],
+        "summary": route.summary,
+        "description": route.description,
+        "tags": ["generate"],
+        "response_model": route.response,
+        "responses": responses,
+        "dependencies": [Depends(bearer_scheme)],
+        "openapi_extra": {"x-speakeasy-name-override": route.sdk_name},
+    }
+    route_class: type[APIRoute] = APIRoute
     if uploads:
         endpoint = _multipart_endpoint(runtime, route.params, uploads, serve)
+        json_served = json_endpoint(runtime, route.params, uploads, serve)
+        route_class = dispatching_route(APIRoute(route.path, json_served, methods=["POST"]))
+        json_body: type[BaseModel] = json_served.body_model
     else:
 
         async def endpoint(request: Request, params) -> Response:  # noqa: ANN001 - see below
@@ -124,25 +149,22 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
         endpoint.__signature__ = inspect.Signature(
             [_parameter("request", Request), _parameter("params", route.params)]
         )
-    responses = {
-        code: {"model": HTTPError, "description": ERROR_DESCRIPTIONS[code]}
-        for code in sorted(declared_error_codes(type(pipeline)))
-    }
+        json_body = route.params
     for path, in_schema in ((route.path, True), (route.path + "/", False)):
         router.add_api_route(
             path,
             endpoint,
-            methods=["POST"],
             operation_id=route.operation_id if in_schema else None,
-            summary=route.summary,
-            description=route.description,
-            tags=["generate"],
-            response_model=route.response,
-            responses=responses,
-            dependencies=[Depends(bearer_scheme)],
             include_in_schema=in_schema,
-            openapi_extra={"x-speakeasy-name-override": route.sdk_name},
+            route_class_override=route_class,
+            **details,
         )
+    router.add_api_route(
+        JSON_BODIES_PATH,
+        json_forms_document(route.path, json_body, operation_id=route.operation_id, **details),
+        methods=["GET"],
+        include_in_schema=False,
+    )
     return router
 
 

@@ -88,6 +88,11 @@ def _decode_image(data: bytes, max_pixels: int) -> Image.Image:
     return ImageOps.exif_transpose(image).convert("RGB")
 
 
+def check_size(name: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise PayloadTooLarge(f"{name} is too large: the limit is {limit} bytes.")
+
+
 async def decode_upload(
     settings: Settings,
     executor: InferenceExecutor,
@@ -96,12 +101,22 @@ async def decode_upload(
     upload: Upload,
     file: UploadFile,
 ) -> Any:
-    """The decoded upload, decoded on one of ``executor``'s threads beside the inference
-    slots, with ``cancel`` current there."""
-    limit = size_limit(settings, upload.kind)
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"{name} is too large: the limit is {limit} bytes.")
+    """The decoded upload, read within its size limit (see ``decode_data``)."""
+    data = await file.read(size_limit(settings, upload.kind) + 1)
+    return await decode_data(settings, executor, cancel, name, upload, data)
+
+
+async def decode_data(
+    settings: Settings,
+    executor: InferenceExecutor,
+    cancel: CancelScope | None,
+    name: str,
+    upload: Upload,
+    data: bytes,
+) -> Any:
+    """A file's bytes decoded on one of ``executor``'s threads beside the inference slots,
+    with ``cancel`` current there."""
+    check_size(name, len(data), size_limit(settings, upload.kind))
     if not data:
         raise UnsupportedMedia(f"{name} is empty.")
     if upload.kind == "audio":
