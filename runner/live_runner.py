@@ -199,7 +199,8 @@ class LiveRunner:
         delay = 0.0
         while True:
             await self._wait(delay)
-            status = status_for(self.runtime.readiness())
+            readiness = self.runtime.readiness()
+            status = status_for(readiness)
             if status is None:
                 return  # draining: leave() unregisters
             self._attempted = status
@@ -207,7 +208,7 @@ class LiveRunner:
                 delay = 3600.0  # registers once a request would be taken
                 continue
             try:
-                delay = await self._beat(status)
+                delay = await self._beat(status, readiness)
             except Exception:  # never let the registration take the runner down
                 log.exception("live runner: the heartbeat failed unexpectedly")
                 delay = self._next_backoff()
@@ -221,7 +222,7 @@ class LiveRunner:
                 return
             await asyncio.sleep(min(WATCH_EVERY, left))
 
-    async def _beat(self, status: str) -> float:
+    async def _beat(self, status: str, readiness: str | None) -> float:
         """One heartbeat (a registration when not registered); the seconds to the next."""
         registering = not self.registered
         url = f"{self.orchestrator}/runners/heartbeat"
@@ -238,7 +239,7 @@ class LiveRunner:
             )
             return self._next_backoff()
         if answer.status_code == 200:
-            return self._accepted(answer, status, registering)
+            return self._accepted(answer, status, readiness, registering)
         text = self._quote(answer.text)
         if answer.status_code == 401 and not registering:
             log.info(
@@ -275,7 +276,9 @@ class LiveRunner:
         )
         return self._next_backoff()
 
-    def _accepted(self, answer: httpx.Response, status: str, registering: bool) -> float:
+    def _accepted(
+        self, answer: httpx.Response, status: str, readiness: str | None, registering: bool
+    ) -> float:
         try:
             data = answer.json()
             runner_id = data["runner_id"]
@@ -312,7 +315,6 @@ class LiveRunner:
                 self.interval,
             )
         if status != self.announced:
-            readiness = self.runtime.readiness()
             if status == READY:
                 log.info("live runner: discoverable (status ready)")
             else:

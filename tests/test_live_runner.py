@@ -27,9 +27,11 @@ from examples import TINY, VALID
 from helpers import decode_image
 from stand_in_orchestrator import StandInOrchestrator, go_decode, go_duration_text
 
+from runner import hardware
 from runner.app import create_app
 from runner.cli import main
-from runner.live_runner import go_duration
+from runner.live_runner import go_duration, process_gpu
+from runner.schemas import GPUComputeInfo
 from runner.server import uvicorn_config
 
 lg = pytest.importorskip("livepeer_gateway.live_runner", reason="the sdk extra")
@@ -337,6 +339,29 @@ def test_the_secret_is_in_no_answer(make_settings):
         orch.wait_for(lambda: orch.count("registered") == 1, what="a registration")
         for path in ("/health", "/ready", "/metrics", "/version", "/hardware/info", "/docs"):
             assert_no_secret(httpx.get(url + path).text, orch)
+
+
+def test_the_gpu_registered_is_nvmls(make_settings, monkeypatch):
+    """The GPU as NVML reports it (runner/hardware.py, here given the facts of an H100), in
+    go-livepeer's LiveRunnerGPU fields, the first device (a runner container is given one);
+    none on the CPU or where NVML sees no GPU."""
+    h100 = GPUComputeInfo(
+        id="GPU-5f1c",
+        name="NVIDIA H100 80GB HBM3",
+        memory_total=85_520_809_984,
+        memory_free=1,
+        major=9,
+        minor=0,
+    )
+    monkeypatch.setattr(
+        hardware, "gpu_info", lambda: {1: h100, 0: h100.model_copy(update={"id": "GPU-0"})}
+    )
+    gpu = process_gpu(make_settings())
+    assert gpu == {"id": "GPU-0", "name": "NVIDIA H100 80GB HBM3", "vram_mb": 81559}
+    assert go_decode(json.dumps({"gpu": gpu}).encode())["gpu"] == gpu
+    assert process_gpu(make_settings(device="cpu")) is None
+    monkeypatch.setattr(hardware, "gpu_info", dict)
+    assert process_gpu(make_settings()) is None
 
 
 def test_go_durations():
