@@ -150,12 +150,13 @@ class LiveRunner:
         try:
             if self.registered:
                 await asyncio.wait_for(self._unregister(), timeout)
-        except (TimeoutError, httpx.HTTPError) as exc:
-            failure = (
-                "it did not answer in time"
-                if isinstance(exc, TimeoutError)
-                else _transport_failure(exc)
-            )
+        except Exception as exc:  # the drain goes on whatever happens here
+            if isinstance(exc, TimeoutError):
+                failure = "it did not answer in time"
+            elif isinstance(exc, httpx.HTTPError):
+                failure = _transport_failure(exc)
+            else:
+                failure = f"unexpectedly: {type(exc).__name__}"
             log.warning(
                 "live runner: could not unregister %s from %s (%s); it drops the runner "
                 "when its heartbeat TTL passes",
@@ -170,9 +171,9 @@ class LiveRunner:
     async def _unregister(self) -> None:
         assert self._client is not None
         url = f"{self.orchestrator}/runners/{self.runner_id}/unregister"
-        answer = await self._client.post(url, headers=self._headers(self._heartbeat_secret))
-        self._heartbeat_secret = None
-        self.announced = None
+        headers = self._headers(self._heartbeat_secret)
+        del headers["Content-Type"]  # an empty body, as the SDK's close() sends
+        answer = await self._client.post(url, headers=headers)
         if answer.status_code == 204:
             log.info("live runner: unregistered %s from %s", self.runner_id, self.orchestrator)
         else:
@@ -183,6 +184,8 @@ class LiveRunner:
                 answer.status_code,
                 self._quote(answer.text),
             )
+        self._heartbeat_secret = None
+        self.announced = None
 
     # -- the heartbeat loop ---------------------------------------------------------------
 

@@ -237,7 +237,7 @@ def test_health_stays_fast_while_the_orchestrator_is_down_and_it_registers_once_
     settings = live_settings(make_settings, orch_url)
     with runner_over_tcp(settings) as (url, _):
         wait_health(url, {"IDLE"})
-        with httpx.Client(base_url=url, timeout=httpx.Timeout(0.5)) as client:
+        with httpx.Client(base_url=url, timeout=httpx.Timeout(1.0)) as client:
             deadline = time.monotonic() + 60
             while len(attempts) < 3:
                 assert time.monotonic() < deadline, "the runner stopped trying"
