@@ -12,6 +12,7 @@ from runner import __version__
 from runner.errors import install_error_handlers
 from runner.gate import Gate
 from runner.json_bodies import body_limits
+from runner.live_runner import LiveRunner
 from runner.metrics import Metrics
 from runner.routes import declared_error_codes, pipeline_router, system_router
 from runner.runtime import Runtime
@@ -24,12 +25,17 @@ def create_app(settings: Settings) -> FastAPI:
     pipeline = pipeline_class(settings.pipeline)(settings)
     runtime = Runtime(settings, pipeline)
     metrics = Metrics(acceleration=pipeline.acceleration_report)
+    live_runner = LiveRunner(settings, runtime) if settings.live_runner_orchestrator else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start_loading()
+        if live_runner is not None:
+            live_runner.start()
         yield
         runtime.shutting_down = True
+        if live_runner is not None:
+            await live_runner.leave()
         runtime.executor.shutdown()
 
     app = FastAPI(
@@ -42,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.metrics = metrics
+    app.state.live_runner = live_runner
     install_error_handlers(app)
     app.include_router(pipeline_router(runtime))
     app.include_router(system_router(runtime, metrics))

@@ -28,6 +28,7 @@ from runner.connections import (
     guarded_protocol,
     raise_fd_limit,
 )
+from runner.live_runner import LiveRunner
 from runner.runtime import Runtime
 from runner.settings import Settings
 from runner.warmup import process_started
@@ -41,9 +42,16 @@ BACKSTOP = 15.0
 
 
 class Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, runtime: Runtime, grace: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        runtime: Runtime,
+        grace: float,
+        live_runner: LiveRunner | None = None,
+    ) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.live_runner = live_runner
         self.grace = grace
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -69,6 +77,8 @@ class Server(uvicorn.Server):
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain()))
 
     async def _drain(self) -> None:
+        if self.live_runner is not None:  # out of the orchestrator's discovery first
+            await self.live_runner.leave()
         loop = asyncio.get_running_loop()
         executor = self.runtime.executor
         deadline = loop.time() + self.grace
@@ -120,7 +130,7 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     app.state.runtime.started = process_started()  # go-livepeer's clock starts with the container
     config = uvicorn_config(app, settings, timeout_graceful_shutdown=CUT_OFF_FLUSH)
-    server = Server(config, app.state.runtime, settings.shutdown_grace)
+    server = Server(config, app.state.runtime, settings.shutdown_grace, app.state.live_runner)
     log.info(
         "serving %s on http://%s:%d (model %s)",
         settings.pipeline,

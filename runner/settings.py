@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,6 +31,8 @@ SEMVER = re.compile(
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 HF_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub counts as set
+# An absolute http(s) URL with a host, as go-livepeer's normalizeHeartbeat wants runner_url.
+HTTP_URL = re.compile(r"^https?://[^/\s?#]+[^\s]*$")
 
 
 def _default_torch_threads() -> int:
@@ -174,6 +177,23 @@ class Settings(BaseSettings):
         5 * GiB, ge=0, description="Free space a fetch must leave on MODEL_DIR's disk."
     )
 
+    live_runner_orchestrator: str | None = Field(
+        None,
+        description="The orchestrator's runner-facing URL; set: the runner registers itself "
+        "as a go-livepeer live runner.",
+    )
+    live_runner_secret: SecretStr | None = Field(
+        None, description="The orchestrator's -orchSecret, for the first registration."
+    )
+    live_runner_url: str | None = Field(
+        None, description="This runner's URL as the orchestrator reaches it."
+    )
+    live_runner_app: str = Field("", description="The app registered; PIPELINE/MODEL_ID.")
+    live_runner_price: Decimal = Field(
+        Decimal(0), ge=0, description="Price in USD per LIVE_RUNNER_UNIT."
+    )
+    live_runner_unit: Literal["hour", "720p", "fixed"] = "fixed"
+
     @field_validator("pipeline")
     @classmethod
     def _known_pipeline(cls, value: str) -> str:
@@ -219,6 +239,20 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://huggingface.co")
         return value.rstrip("/")
 
+    @field_validator("live_runner_orchestrator", "live_runner_url")
+    @classmethod
+    def _live_runner_url(cls, value: str | None) -> str | None:
+        if value is not None and not HTTP_URL.match(value):
+            raise ValueError("must be an absolute http(s) URL such as http://orchestrator:8935")
+        return value.rstrip("/") if value else value
+
+    @field_validator("live_runner_app")
+    @classmethod
+    def _trimmed_app(cls, value: str) -> str:
+        if value != value.strip():
+            raise ValueError("must not start or end with spaces (go-livepeer refuses it)")
+        return value
+
     @field_validator("model_id", "safety_checker_id", "sdxl_base_id")
     @classmethod
     def _hub_id(cls, value: str) -> str:
@@ -234,6 +268,22 @@ class Settings(BaseSettings):
             object.__setattr__(self, "compile_cache_dir", self.model_dir / "compile-cache")
         if self.image_size_min > self.image_size_max:
             raise ValueError("IMAGE_SIZE_MIN must not exceed IMAGE_SIZE_MAX")
+        if not self.live_runner_app:
+            object.__setattr__(self, "live_runner_app", f"{self.pipeline}/{self.model_id}")
+        if self.live_runner_orchestrator:
+            missing = [
+                name
+                for name, value in (
+                    ("LIVE_RUNNER_SECRET", self.live_runner_secret),
+                    ("LIVE_RUNNER_URL", self.live_runner_url),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    "LIVE_RUNNER_ORCHESTRATOR is set, so the runner registers itself; it "
+                    f"needs {' and '.join(missing)} too"
+                )
         return self
 
     @property
