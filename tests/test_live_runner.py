@@ -527,11 +527,60 @@ def check_text_to_speech(data: dict, request: dict) -> None:
     assert rate == 16_000 and samples.ndim == 1 and len(samples) > 1000
 
 
-# The pipelines call_runner reaches with a JSON body, each with its request (tests/examples.py)
-# and what its answer must hold. The multipart routes join when they take JSON bodies.
+# The eight pipelines call_runner reaches with a JSON body, each with its request
+# (tests/examples.py) and what its answer must hold.
+def as_json_body(request: dict) -> dict:
+    """A multipart request as call_runner sends it: JSON, each file a base64 data URL
+    (README, "JSON bodies"); form fields as they are."""
+    kinds = {b"\x89PNG": "image/png", b"RIFF": "audio/wav"}
+    body = {}
+    for name, value in request.items():
+        if isinstance(value, bytes):
+            kind = kinds[value[:4]]
+            value = f"data:{kind};base64," + base64.b64encode(value).decode()
+        body[name] = value
+    return body
+
+
+def check_one_image(side: int):
+    def check(data: dict, request: dict) -> None:
+        (image,) = data["images"]
+        assert decode_image(image["url"]).size == (side, side)
+
+    return check
+
+
+def check_image_to_video(data: dict, request: dict) -> None:
+    (frames,) = data["frames"]
+    assert len(frames) > 1
+    assert {decode_image(frame["url"]).size for frame in frames} == {(64, 64)}
+
+
+def check_image_to_text(data: dict, request: dict) -> None:
+    assert isinstance(data["text"], str) and data["text"]
+
+
+def check_segment_anything_2(data: dict, request: dict) -> None:
+    masks = json.loads(data["masks"])
+    scores = json.loads(data["scores"])
+    assert len(masks) == len(scores) >= 1
+    assert {(len(mask), len(mask[0])) for mask in masks} == {(16, 16)}  # the image's size
+
+
+def check_audio_to_text(data: dict, request: dict) -> None:
+    assert isinstance(data["text"], str)
+    assert all(len(chunk["timestamp"]) == 2 for chunk in data["chunks"])
+
+
 THROUGH_THE_PROXY = {
     "text-to-image": (VALID["text-to-image"], check_text_to_image),
     "text-to-speech": (VALID["text-to-speech"], check_text_to_speech),
+    "image-to-image": (as_json_body(VALID["image-to-image"]), check_one_image(64)),
+    "upscale": (as_json_body(VALID["upscale"]), check_one_image(64)),
+    "image-to-video": (as_json_body(VALID["image-to-video"]), check_image_to_video),
+    "image-to-text": (as_json_body(VALID["image-to-text"]), check_image_to_text),
+    "segment-anything-2": (as_json_body(VALID["segment-anything-2"]), check_segment_anything_2),
+    "audio-to-text": (as_json_body(VALID["audio-to-text"]), check_audio_to_text),
 }
 
 
