@@ -198,6 +198,14 @@ def served_by(image: str) -> list[str]:
     return [name for name, entry in REGISTRY.items() if image in entry.images]
 
 
+def pipeline_tag(image: str, pipeline: str) -> str:
+    """The tag (without version) by which ``image`` serves ``pipeline``: :<pipeline>, or
+    :<pipeline>-<family> for an image tagged by model family only."""
+    if IMAGES[image].pipeline_tags:
+        return pipeline
+    return f"{pipeline}-{IMAGES[image].families[0]}"
+
+
 def pipeline_class(name: str) -> type[Pipeline]:
     module_name, class_name = REGISTRY[name].target.split(":")
     return getattr(import_module(module_name), class_name)

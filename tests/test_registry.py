@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.registry import IMAGES, REGISTRY
+from pipelines.registry import IMAGES, LATEST, REGISTRY, pipeline_tag
 from runner.cli import main
 from runner.generate import BEGIN, END, GENERATED, generated
 
@@ -69,3 +69,12 @@ def test_importing_the_registry_stays_light():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_tag_go_livepeer_pulls_is_on_an_image_that_serves_the_pipeline():
+    for pipeline, entry in REGISTRY.items():
+        if entry.image_tag == LATEST:
+            carriers = [image for image in entry.images if IMAGES[image].latest]
+        else:
+            carriers = [i for i in entry.images if pipeline_tag(i, pipeline) == entry.image_tag]
+        assert len(carriers) == 1, f"{pipeline}: :{entry.image_tag} is on {carriers}"
