@@ -3,12 +3,13 @@ it (docker-bake.hcl, scripts/download_models.sh) carry generated copies that mus
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.registry import IMAGES, LATEST, REGISTRY, pipeline_tag
+from pipelines.registry import IMAGES, LATEST, REGISTRY, pipeline_tag, served_by
 from runner.cli import main
 from runner.generate import BEGIN, END, GENERATED, generated
 
@@ -78,3 +79,17 @@ def test_the_tag_go_livepeer_pulls_is_on_an_image_that_serves_the_pipeline():
         else:
             carriers = [i for i in entry.images if pipeline_tag(i, pipeline) == entry.image_tag]
         assert len(carriers) == 1, f"{pipeline}: :{entry.image_tag} is on {carriers}"
+
+
+def test_the_operator_guides_image_table_agrees_with_the_registry():
+    guide = (ROOT / "docs" / "operators.md").read_text()
+    table = guide[guide.index("| image (bake target) |") :].split("\n\n")[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 3:
+            rows[cells[0].strip("`")] = cells[1]
+    assert set(rows) == set(IMAGES)
+    for image, serves in rows.items():
+        named = [p for p in REGISTRY if re.search(rf"(?<![\w-]){p}(?![\w-])", serves)]
+        assert sorted(named) == sorted(served_by(image)), image
