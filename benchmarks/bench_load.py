@@ -634,28 +634,12 @@ ATTACK_CAPACITY, ATTACK_MAX_QUEUE = 1, 4
 def attack_main(args: argparse.Namespace) -> int:
     import attacks
 
+    from pipelines.registry import REGISTRY
     from runner.logs import quiet_progress_bars
-    from runner.tiny_models import (
-        TINY_BLIP,
-        TINY_SAFETY_CHECKER,
-        TINY_SAM2,
-        TINY_SD,
-        TINY_SVD,
-        TINY_UPSCALER,
-        TINY_WHISPER,
-        build,
-    )
+    from runner.tiny_models import TINY_SAFETY_CHECKER, build
 
     quiet_progress_bars()
-    models = {
-        "text-to-image": TINY_SD,
-        "audio-to-text": TINY_WHISPER,
-        "image-to-image": TINY_SD,
-        "image-to-text": TINY_BLIP,
-        "upscale": TINY_UPSCALER,
-        "segment-anything-2": TINY_SAM2,
-        "image-to-video": TINY_SVD,
-    }
+    models = {pipeline: entry.tiny_model for pipeline, entry in REGISTRY.items()}
     mix = [
         a
         for a in attacks.attack_mix(args.attack_audio_seconds, args.thin_height)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from pipelines.registry import ACCELERATED_PIPELINES
 from runner.errors import RunnerError
 from runner.settings import Settings
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipelines.acceleration")
 T = TypeVar("T")
 
-# Where operators may set SFAST and DEEPCACHE; elsewhere the runtime warns and ignores them.
-ACCELERATED_PIPELINES = frozenset({"text-to-image", "image-to-image", "image-to-video", "upscale"})
 # Instance attributes the compilers set on modules (and stable-fast on the image processor).
 PATCHED = (
     "forward",

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from pipelines import checks
 from pipelines.base import Pipeline, Route
+from pipelines.registry import pipeline_tag
 from runner.cancellation import stopping_criteria
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput, RunnerError
@@ -199,8 +200,8 @@ class ParlerSpeech:
 
 
 FAMILIES = {"vits": VitsSpeech, "bark": BarkSpeech, "parler_tts": ParlerSpeech}
-PARLER_IMAGE = "text-to-speech"  # the tag of the image built from the parler extra
-TRANSFORMERS_IMAGE = "text-to-speech-bark"  # the speech extra's image (Bark and MMS-TTS)
+PARLER_IMAGE = pipeline_tag("parler", "text-to-speech")  # the parler extra's image
+TRANSFORMERS_IMAGE = pipeline_tag("speech", "text-to-speech")  # Bark and MMS-TTS
 
 
 def image_serving(model_type: str) -> str:

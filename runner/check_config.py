@@ -13,14 +13,19 @@ from pathlib import Path
 
 import httpx
 
-from pipelines.acceleration import ACCELERATED_PIPELINES
 from pipelines.diffusion_families import lightning_unet
-from pipelines.registry import REGISTRY
+from pipelines.registry import (
+    ACCELERATED_PIPELINES,
+    REGISTRY,
+    SAFETY_CHECKED_PIPELINES,
+    SAFETY_CHECKER,
+    SDXL_BASE,
+    network_pipelines,
+)
 from pipelines.segment_anything_2 import locate_sam2
 from pipelines.text_to_speech import PARLER_IMAGE, TRANSFORMERS_IMAGE, image_serving
 from runner.errors import RunnerError
 from runner.hub import ModelNotFound, locate_model
-from runner.settings import Settings
 
 GiB = 1024**3
 KNOWN_FIELDS = {
@@ -35,23 +40,7 @@ KNOWN_FIELDS = {
     "pixels_per_unit",
     "currency",
 }
-CONTRACT_PIPELINES = {
-    "text-to-image",
-    "image-to-image",
-    "image-to-video",
-    "upscale",
-    "audio-to-text",
-    "segment-anything-2",
-    "image-to-text",
-    "text-to-speech",
-    "llm",
-    "live-video-to-video",
-}
-FLAG_PIPELINES = ACCELERATED_PIPELINES  # SFAST/DEEPCACHE apply here
-SAFETY_CHECKED = {"text-to-image", "image-to-image", "image-to-video", "upscale"}
 FEW_STEP = re.compile(r"lightning|turbo", re.IGNORECASE)
-SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
-SDXL_BASE = Settings.model_fields["sdxl_base_id"].default
 # Weights loaded on the GPU, plus activations, CUDA context and the allocator's slack.
 VRAM_OVERHEAD_FACTOR = 1.25
 VRAM_OVERHEAD_BYTES = 1.5 * GiB
@@ -186,8 +175,8 @@ def _check_entry(entry: dict, where: str, model_dir: Path, probe: Probe) -> list
     if not pipeline or not model_id:
         found.append(Finding("error", where, "needs both 'pipeline' and 'model_id'"))
         return found
-    if pipeline not in CONTRACT_PIPELINES:
-        allowed = ", ".join(sorted(CONTRACT_PIPELINES))
+    if pipeline not in network_pipelines():
+        allowed = ", ".join(network_pipelines())
         found.append(Finding("error", where, f"unknown pipeline {pipeline!r} (known: {allowed})"))
     elif pipeline not in REGISTRY and not url:
         found.append(Finding("warning", where, f"this runner does not serve {pipeline} yet"))
@@ -223,7 +212,7 @@ def _check_flags(entry: dict, where: str, pipeline: str, model_id: str) -> list[
         return found
     if not entry.get("warm"):
         found.append(Finding("warning", where, "optimization flags apply to warm models only"))
-    if pipeline not in FLAG_PIPELINES:
+    if pipeline not in ACCELERATED_PIPELINES:
         found.append(
             Finding("warning", where, f"{', '.join(sorted(on))} does nothing for {pipeline}")
         )
@@ -269,7 +258,7 @@ def _check_gpus(
 
 def _vram_estimate(model_dir: Path, pipeline: str, model_id: str) -> float | None:
     repos = repositories(model_id, model_dir)
-    if pipeline in SAFETY_CHECKED:
+    if pipeline in SAFETY_CHECKED_PIPELINES:
         repos.append(SAFETY_CHECKER)
     total = 0
     for repo in repos:

@@ -1,5 +1,5 @@
 """The ``ai-runner`` command: ``serve`` (the container's command), ``healthcheck``,
-``check-config`` and ``tiny-models``."""
+``check-config``, ``tiny-models`` and ``generate``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,16 @@ def _tiny_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from runner.generate import GenerateError, run
+
+    try:
+        return run(Path(args.root), check=args.check)
+    except GenerateError as exc:
+        print(f"ai-runner: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-runner", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--list", action="store_true", help="list the tiny models and exit")
     tiny.set_defaults(run=_tiny_models)
+    generate = commands.add_parser(
+        "generate",
+        help="write docker-bake.hcl's and scripts/download_models.sh's tables from the registry",
+    )
+    generate.add_argument("--root", default=".", help="the repository's root (default: here)")
+    generate.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a file is out of date"
+    )
+    generate.set_defaults(run=_generate)
     args = parser.parse_args(argv)
     logging.captureWarnings(True)
     return args.run(args)

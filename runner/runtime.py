@@ -17,8 +17,8 @@ from enum import Enum
 import orjson
 from pydantic import BaseModel
 
-from pipelines.acceleration import ACCELERATED_PIPELINES
 from pipelines.base import Pipeline
+from pipelines.registry import ACCELERATED_PIPELINES
 from runner.cancellation import CancelScope, reset_scope, use_scope
 from runner.device import DeviceUnusable, configure_torch, free_memory, guarded, is_unrecoverable
 from runner.errors import (

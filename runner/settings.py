@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pipelines.registry import default_model_id, pipeline_names
+from pipelines.registry import SAFETY_CHECKER, SDXL_BASE, default_model_id, pipeline_names
 from runner import __version__
 
 SEMVER = re.compile(
@@ -153,9 +153,9 @@ class Settings(BaseSettings):
     )
 
     safety_checker: bool = Field(True, description="Load the safety checker at start-up.")
-    safety_checker_id: str = "CompVis/stable-diffusion-safety-checker"
+    safety_checker_id: str = SAFETY_CHECKER
     sdxl_base_id: str = Field(
-        "stabilityai/stable-diffusion-xl-base-1.0",
+        SDXL_BASE,
         description="The SDXL base that ByteDance/SDXL-Lightning UNets are loaded into.",
     )
 

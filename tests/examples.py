@@ -9,26 +9,9 @@ import numpy as np
 from helpers import encode_audio, tone
 from PIL import Image
 
-from runner.tiny_models import (
-    TINY_BLIP,
-    TINY_MMS_TTS,
-    TINY_SAM2,
-    TINY_SD,
-    TINY_SVD,
-    TINY_UPSCALER,
-    TINY_WHISPER,
-)
+from pipelines.registry import REGISTRY
 
-TINY = {
-    "text-to-image": TINY_SD,
-    "image-to-image": TINY_SD,
-    "image-to-video": TINY_SVD,
-    "upscale": TINY_UPSCALER,
-    "image-to-text": TINY_BLIP,
-    "audio-to-text": TINY_WHISPER,
-    "segment-anything-2": TINY_SAM2,
-    "text-to-speech": TINY_MMS_TTS,
-}
+TINY = {pipeline: entry.tiny_model for pipeline, entry in REGISTRY.items()}
 
 
 def image(size: tuple[int, int] = (32, 32), fmt: str = "PNG", mode: str = "RGB") -> bytes:

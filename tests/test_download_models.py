@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.registry import REGISTRY, SAFETY_CHECKER, SDXL_BASE
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "download_models.sh"
 
 # The stand-in: records its arguments (one JSON list per call) and lays out the hub cache
@@ -80,19 +82,12 @@ def includes(call):
 
 
 def test_a_pipeline_fetches_its_default_model_in_fp16_and_the_safety_checker(run):
+    default = REGISTRY["text-to-image"].default_model
     done, calls = run("text-to-image")
     assert done.returncode == 0, done.stderr
-    assert repos(calls) == [
-        "SG161222/RealVisXL_V4.0_Lightning",
-        "CompVis/stable-diffusion-safety-checker",
-    ]
+    assert repos(calls) == [default, SAFETY_CHECKER]
     model = calls[0]
-    assert model[:4] == [
-        "download",
-        "SG161222/RealVisXL_V4.0_Lightning",
-        "--cache-dir",
-        str(run.models),
-    ]
+    assert model[:4] == ["download", default, "--cache-dir", str(run.models)]
     assert "*/*.fp16*.safetensors" in includes(model)
     assert not any(p.endswith("*.safetensors") and "fp16" not in p for p in includes(model))
     assert "done: 2 downloaded, 0 already there, 0 failed" in done.stdout
@@ -101,11 +96,7 @@ def test_a_pipeline_fetches_its_default_model_in_fp16_and_the_safety_checker(run
 def test_lightning_takes_one_unet_and_the_sdxl_base(run):
     done, calls = run("ByteDance/SDXL-Lightning-4step")
     assert done.returncode == 0, done.stderr
-    assert repos(calls) == [
-        "ByteDance/SDXL-Lightning",
-        "stabilityai/stable-diffusion-xl-base-1.0",
-        "CompVis/stable-diffusion-safety-checker",
-    ]
+    assert repos(calls) == ["ByteDance/SDXL-Lightning", SDXL_BASE, SAFETY_CHECKER]
     assert includes(calls[0]) == ["sdxl_lightning_4step_unet.safetensors"]
     assert "*/*.fp16*.safetensors" in includes(calls[1])
 
@@ -115,12 +106,11 @@ def test_sam2_is_metas_checkpoint_as_ai_runner_fetches_it(run):
     --include "*.pt" --include "*.yaml"`; the runner converts it at its first start."""
     done, calls = run("segment-anything-2")
     assert done.returncode == 0, done.stderr
-    assert [(call[1], includes(call)) for call in calls] == [
-        ("facebook/sam2-hiera-large", ["*.pt", "*.yaml"])
-    ]
-    done, calls = run("facebook/sam2-hiera-large-hf")
+    sam2 = REGISTRY["segment-anything-2"].default_model
+    assert [(call[1], includes(call)) for call in calls] == [(sam2, ["*.pt", "*.yaml"])]
+    done, calls = run(f"{sam2}-hf")
     assert done.returncode == 0, done.stderr
-    assert repos(calls) == ["facebook/sam2-hiera-large-hf"]
+    assert repos(calls) == [f"{sam2}-hf"]
     assert "*.safetensors" in includes(calls[0]) and "*.pt" not in includes(calls[0])
 
 
@@ -150,19 +140,10 @@ def test_dry_run_prints_and_fetches_nothing(run):
         line for line in done.stdout.splitlines() if line.startswith("would run: hf download")
     ]
     fetched = {line.split()[4] for line in printed}
-    assert {
-        "SG161222/RealVisXL_V4.0_Lightning",
-        "ByteDance/SDXL-Lightning",
-        "stabilityai/stable-diffusion-xl-base-1.0",
-        "stabilityai/stable-video-diffusion-img2vid-xt-1-1",
-        "stabilityai/stable-diffusion-x4-upscaler",
-        "openai/whisper-large-v3",
-        "facebook/sam2-hiera-large",
-        "Salesforce/blip-image-captioning-large",
-        "suno/bark",
-        "CompVis/stable-diffusion-safety-checker",
-    } == fetched
-    assert sum("CompVis/stable-diffusion-safety-checker" in line for line in printed) == 1
+    defaults = {entry.default_model for entry in REGISTRY.values()}
+    # ByteDance/SDXL-Lightning (image-to-image's default) loads into the SDXL base.
+    assert defaults | {SDXL_BASE, SAFETY_CHECKER} == fetched
+    assert sum(SAFETY_CHECKER in line for line in printed) == 1
 
 
 def test_config_mode_fetches_what_an_ai_models_json_lists(run, tmp_path):
@@ -178,11 +159,7 @@ def test_config_mode_fetches_what_an_ai_models_json_lists(run, tmp_path):
     )
     done, calls = run("--config", str(config))
     assert done.returncode == 0, done.stderr
-    assert repos(calls) == [
-        "stabilityai/sd-turbo",
-        "CompVis/stable-diffusion-safety-checker",
-        "acme/custom-upscaler",
-    ]
+    assert repos(calls) == ["stabilityai/sd-turbo", SAFETY_CHECKER, "acme/custom-upscaler"]
     assert "*/*.safetensors" in includes(calls[2])  # an unknown diffusion model: diffusers files
 
 
@@ -197,7 +174,7 @@ def test_a_gated_model_without_access_fails_naming_the_model_and_the_token(run):
         "error: downloading stabilityai/stable-video-diffusion-img2vid-xt-1-1 failed" in done.stderr
     )
     assert "HF_TOKEN" in done.stderr
-    assert "CompVis/stable-diffusion-safety-checker" in repos(calls)  # the rest still came
+    assert SAFETY_CHECKER in repos(calls)  # the rest still came
     assert "1 failed" in done.stdout
 
 
