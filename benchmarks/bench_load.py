@@ -565,7 +565,7 @@ def main() -> int:
         return attack_main(args)
 
     from runner.logs import quiet_progress_bars
-    from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_WHISPER, build
+    from tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_WHISPER, build
 
     quiet_progress_bars()
     model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
@@ -635,7 +635,7 @@ def attack_main(args: argparse.Namespace) -> int:
     import attacks
 
     from runner.logs import quiet_progress_bars
-    from runner.tiny_models import (
+    from tiny_models import (
         TINY_BLIP,
         TINY_SAFETY_CHECKER,
         TINY_SAM2,

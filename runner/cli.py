@@ -53,7 +53,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _tiny_models(args: argparse.Namespace) -> int:
     from runner.logs import configure_logging
-    from runner.tiny_models import RECIPES, build
+    from tiny_models import RECIPES, build
 
     configure_logging(verbose=False)
     if args.list:

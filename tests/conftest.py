@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from runner.app import create_app
 from runner.server import uvicorn_config
 from runner.settings import Settings
-from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, build
+from tiny_models import TINY_SAFETY_CHECKER, TINY_SD, build
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

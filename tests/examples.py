@@ -9,7 +9,7 @@ import numpy as np
 from helpers import encode_audio, tone
 from PIL import Image
 
-from runner.tiny_models import (
+from tiny_models import (
     TINY_BLIP,
     TINY_MMS_TTS,
     TINY_SAM2,

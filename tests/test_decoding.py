@@ -23,7 +23,7 @@ from go_worker import tool
 from helpers import encode_audio, tone
 
 import runner.uploads
-from runner.tiny_models import TINY_WHISPER
+from tiny_models import TINY_WHISPER
 
 # The file, shorter: silence in 2.5 ms Opus frames (400 frames a second).
 TINY_FRAMES_SECONDS = 600

@@ -12,7 +12,7 @@ from helpers import decode_image, denoiser_calls, pixels
 from PIL import Image
 
 from pipelines.diffusion_families import LightningUNet, family_of, lightning_unet
-from runner.tiny_models import (
+from tiny_models import (
     TINY_FLUX_SCHNELL,
     TINY_SD3,
     TINY_SDXL,

@@ -20,7 +20,7 @@ from conftest import RunnerProcess
 from examples import TINY, VALID
 
 from pipelines.registry import REGISTRY
-from runner.tiny_models import TINY_SAFETY_CHECKER
+from tiny_models import TINY_SAFETY_CHECKER
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ROOT / ".venv-groups"

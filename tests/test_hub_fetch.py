@@ -27,7 +27,7 @@ from stand_in_hub import StandInHub
 
 from runner.hub import Downloads, FetchFailed, Hub, cache_folder, locate_model
 from runner.settings import Settings, SettingsError, load_settings
-from runner.tiny_models import (
+from tiny_models import (
     TINY_SAFETY_CHECKER,
     TINY_SD,
     TINY_SD_LORA,

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipelines.image_to_video import GiB, decode_chunk_size
 from runner.hub import locate_model
-from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SD, TINY_SVD
+from tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SD, TINY_SVD
 
 SMALL = {"width": "96", "height": "64", "num_inference_steps": "2"}
 

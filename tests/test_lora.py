@@ -14,9 +14,9 @@ from conftest import serving
 from helpers import pixels
 
 from pipelines.lora import AdapterGate
-from runner.tiny_models import TINY_SD_LORA, TINY_SDXL_LORA
-from runner.tiny_models.hub_layout import snapshot_folder
-from runner.tiny_models.lora import build_lora
+from tiny_models import TINY_SD_LORA, TINY_SDXL_LORA
+from tiny_models.hub_layout import snapshot_folder
+from tiny_models.lora import build_lora
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 3}
 LORA_B = "test/sd15-lora-b"

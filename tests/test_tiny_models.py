@@ -7,7 +7,7 @@ import json
 
 from runner.cli import main
 from runner.hub import locate_model
-from runner.tiny_models import TINY_SD, TINY_SDXL
+from tiny_models import TINY_SD, TINY_SDXL
 
 
 def _digest(folder):
