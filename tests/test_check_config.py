@@ -16,6 +16,11 @@ from tiny_models.hub_layout import snapshot_folder
 H100 = Gpu(0, "NVIDIA H100", 80 * GiB)
 
 
+@pytest.fixture(scope="module")
+def model_dir(tiny):
+    return tiny.need(TINY_SD, TINY_SDXL, TINY_BARK)
+
+
 def lines(findings):
     return [str(f) for f in findings]
 

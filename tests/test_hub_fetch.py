@@ -82,6 +82,11 @@ def refused(url: str, loras: dict) -> str:
 
 
 @pytest.fixture(scope="module")
+def model_dir(tiny) -> Path:
+    return tiny.need(TINY_SD, TINY_SAFETY_CHECKER, TINY_SDXL_LIGHTNING)
+
+
+@pytest.fixture(scope="module")
 def hub(model_dir: Path) -> Iterator[StandInHub]:
     lora = locate_model(model_dir, TINY_SD_LORA)
     with StandInHub() as hub:

@@ -46,6 +46,11 @@ def client(make_settings):
 
 
 @pytest.fixture(scope="module")
+def model_dir(tiny):
+    return tiny.need(TINY_SVD)
+
+
+@pytest.fixture(scope="module")
 def num_frames(model_dir) -> int:
     config = locate_model(model_dir, TINY_SVD) / "unet" / "config.json"
     return json.loads(config.read_text())["num_frames"]
