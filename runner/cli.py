@@ -1,5 +1,5 @@
 """The ``ai-runner`` command: ``serve`` (the container's command), ``healthcheck``,
-``check-config`` and ``tiny-models``."""
+``check-config``, ``tiny-models`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,40 @@ def _tiny_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """The quick start: the tiny SD and its tiny safety checker, built into ``--model-dir``
+    where absent, served by ``serve`` as a container serves a real model."""
+    # The settings are those of the environment, with the demo's model in place of any other;
+    # the tiny models are local, so the hub is never asked. Set before any hub import.
+    from tiny_models import TINY_SAFETY_CHECKER, TINY_SD
+
+    model_dir = Path(args.model_dir).resolve()
+    os.environ.update(
+        PIPELINE="text-to-image",
+        MODEL_ID=TINY_SD,
+        SAFETY_CHECKER_ID=TINY_SAFETY_CHECKER,
+        MODEL_DIR=str(model_dir),
+        HOST=args.host,
+        PORT=str(args.port),
+        HF_HUB_OFFLINE="1",
+    )
+    from runner.hub import cached_snapshot
+    from runner.logs import configure_logging
+    from tiny_models import build
+
+    configure_logging(verbose=False)
+    missing = [m for m in (TINY_SD, TINY_SAFETY_CHECKER) if not cached_snapshot(model_dir, m)]
+    if missing:
+        build(model_dir, only=missing)
+    print(
+        f"try: curl -s http://{args.host}:{args.port}/text-to-image "
+        """-H 'Content-Type: application/json' -d '{"prompt": "a cat", "width": 256, """
+        """"height": 256, "num_inference_steps": 4}'""",
+        flush=True,
+    )
+    return _serve(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-runner", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--list", action="store_true", help="list the tiny models and exit")
     tiny.set_defaults(run=_tiny_models)
+    demo = commands.add_parser(
+        "demo", help="build the tiny text-to-image model where absent and serve it"
+    )
+    demo.add_argument(
+        "--model-dir", default="./tiny-models", help="folder of the tiny models (built if absent)"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(run=_demo)
     args = parser.parse_args(argv)
     logging.captureWarnings(True)
     return args.run(args)
