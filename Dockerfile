@@ -31,6 +31,7 @@ RUN python -c "import sys, tomllib; p = tomllib.load(open('/src/pyproject.toml',
 # 3. The runner itself.
 COPY runner /src/runner
 COPY pipelines /src/pipelines
+COPY tiny_models /src/tiny_models
 RUN pip install --no-deps /src
 
 FROM python AS runtime

@@ -292,7 +292,7 @@ def main() -> None:
     import numpy as np
 
     from runner.logs import quiet_progress_bars
-    from runner.tiny_models import build as build_tiny
+    from tiny_models import build as build_tiny
 
     quiet_progress_bars()
     work = Path(tempfile.mkdtemp(prefix="bench-acceleration-"))

@@ -103,7 +103,7 @@ def main() -> int:
     parser.add_argument("--trim-bytes", type=int, nargs="+", default=[0, 1024 * 1024])
     args = parser.parse_args()
 
-    from runner.tiny_models import TINY_WHISPER
+    from tiny_models import TINY_WHISPER
 
     model_dir = tiny_models(args.model_dir, [TINY_WHISPER])
     data = tiny_frames(args.seconds, Path(tempfile.gettempdir()))

@@ -30,7 +30,7 @@ from common import (  # noqa: E402
 )
 
 from runner.settings import Settings
-from runner.tiny_models import (
+from tiny_models import (
     TINY_FLUX_SCHNELL,
     TINY_SAFETY_CHECKER,
     TINY_SD,

@@ -565,7 +565,7 @@ def main() -> int:
         return attack_main(args)
 
     from runner.logs import quiet_progress_bars
-    from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_WHISPER, build
+    from tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_WHISPER, build
 
     quiet_progress_bars()
     model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
@@ -636,7 +636,7 @@ def attack_main(args: argparse.Namespace) -> int:
 
     from pipelines.registry import REGISTRY
     from runner.logs import quiet_progress_bars
-    from runner.tiny_models import TINY_SAFETY_CHECKER, build
+    from tiny_models import TINY_SAFETY_CHECKER, build
 
     quiet_progress_bars()
     models = {pipeline: entry.tiny_model for pipeline, entry in REGISTRY.items()}

@@ -37,7 +37,7 @@ from common import (  # noqa: E402
 
 from runner.audio import decode_audio  # noqa: E402
 from runner.settings import Settings  # noqa: E402
-from runner.tiny_models import (  # noqa: E402
+from tiny_models import (  # noqa: E402
     TINY_BLIP,
     TINY_MMS_TTS,
     TINY_SAFETY_CHECKER,

@@ -36,7 +36,7 @@ from common import (  # noqa: E402
 
 from runner.media import png_bytes
 from runner.settings import Settings
-from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD
+from tiny_models import TINY_SAFETY_CHECKER, TINY_SD
 
 WIDTH, HEIGHT = 1024, 576
 

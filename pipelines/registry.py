@@ -61,7 +61,7 @@ class Entry:
     target: str  # "module:Class"
     default_model: str  # the network's default model for this pipeline
     group: str  # the pyproject extra (and image, in IMAGES) that serves it
-    tiny_model: str  # the tiny random-weight model (runner/tiny_models) tests and demos load
+    tiny_model: str  # the tiny random-weight model (tiny_models/) tests and demos load
     image_tag: str = LATEST  # the tag go-livepeer's AI worker pulls for this pipeline
     other_images: tuple[str, ...] = ()  # further images that serve other model families
     diffusers: bool = False  # its models are diffusers repositories (component folders)

@@ -1,5 +1,5 @@
 """The ``ai-runner`` command: ``serve`` (the container's command), ``healthcheck``,
-``check-config``, ``tiny-models`` and ``generate``."""
+``check-config``, ``tiny-models``, ``generate`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _tiny_models(args: argparse.Namespace) -> int:
     from runner.logs import configure_logging
-    from runner.tiny_models import RECIPES, build
+    from tiny_models import RECIPES, build
 
     configure_logging(verbose=False)
     if args.list:
@@ -76,6 +76,40 @@ def _generate(args: argparse.Namespace) -> int:
     except GenerateError as exc:
         print(f"ai-runner: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The quick start: the tiny SD and its tiny safety checker, built into ``--model-dir``
+    where absent, served by ``serve`` as a container serves a real model."""
+    # The settings are those of the environment, with the demo's model in place of any other;
+    # the tiny models are local, so the hub is never asked. Set before any hub import.
+    from tiny_models import TINY_SAFETY_CHECKER, TINY_SD
+
+    model_dir = Path(args.model_dir).resolve()
+    os.environ.update(
+        PIPELINE="text-to-image",
+        MODEL_ID=TINY_SD,
+        SAFETY_CHECKER_ID=TINY_SAFETY_CHECKER,
+        MODEL_DIR=str(model_dir),
+        HOST=args.host,
+        PORT=str(args.port),
+        HF_HUB_OFFLINE="1",
+    )
+    from runner.hub import cached_snapshot
+    from runner.logs import configure_logging
+    from tiny_models import build
+
+    configure_logging(verbose=False)
+    missing = [m for m in (TINY_SD, TINY_SAFETY_CHECKER) if not cached_snapshot(model_dir, m)]
+    if missing:
+        build(model_dir, only=missing)
+    print(
+        f"try: curl -s http://{args.host}:{args.port}/text-to-image "
+        """-H 'Content-Type: application/json' -d '{"prompt": "a cat", "width": 256, """
+        """"height": 256, "num_inference_steps": 4}'""",
+        flush=True,
+    )
+    return _serve(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="write nothing; exit 1 if a file is out of date"
     )
     generate.set_defaults(run=_generate)
+    demo = commands.add_parser(
+        "demo", help="build the tiny text-to-image model where absent and serve it"
+    )
+    demo.add_argument(
+        "--model-dir", default="./tiny-models", help="folder of the tiny models (built if absent)"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(run=_demo)
     args = parser.parse_args(argv)
     logging.captureWarnings(True)
     return args.run(args)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny models (built once per session) and runners serving them."""
+"""Shared fixtures: the tiny models (each built the first time a test needs it) and runners
+serving them."""
 
 from __future__ import annotations
 
@@ -20,29 +21,77 @@ from fastapi.testclient import TestClient
 from runner.app import create_app
 from runner.server import uvicorn_config
 from runner.settings import Settings
-from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD, build
+from tiny_models import (
+    RECIPES,
+    TINY_PIX2PIX,
+    TINY_SAFETY_CHECKER,
+    TINY_SD,
+    TINY_SD_LORA,
+    TINY_SDXL,
+    TINY_SDXL_LIGHTNING,
+    TINY_SDXL_LORA,
+    build,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    build(folder)
-    return folder
+# What a model brings along: the LoRAs a request to it may name, the base a Lightning UNet
+# runs in.
+COMPANIONS: dict[str, tuple[str, ...]] = {
+    TINY_SD: (TINY_SD_LORA,),
+    TINY_PIX2PIX: (TINY_SD_LORA,),
+    TINY_SDXL: (TINY_SDXL_LORA,),
+    TINY_SDXL_LIGHTNING: (TINY_SDXL, TINY_SDXL_LORA),
+}
+
+
+class TinyModels:
+    """One hub-cache folder for the session; each tiny model is built into it the first time
+    a test asks for it, then reused."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._built: set[str] = set()
+        self._lock = threading.Lock()
+
+    def need(self, *model_ids: str) -> Path:
+        """The folder, holding ``model_ids`` and their companions (ids that are not tiny
+        models are left out: a test may name a model that is absent on purpose)."""
+        wanted = [i for m in model_ids for i in (m, *COMPANIONS.get(m, ())) if i in RECIPES]
+        with self._lock:
+            missing = [i for i in dict.fromkeys(wanted) if i not in self._built]
+            if missing:
+                build(self.folder, only=missing)
+                self._built.update(missing)
+        return self.folder
 
 
 @pytest.fixture(scope="session")
-def make_settings(model_dir: Path):
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    return TinyModels(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny: TinyModels) -> Path:
+    """The session's models folder; a test names the models it reads with ``tiny.need``."""
+    return tiny.folder
+
+
+@pytest.fixture(scope="session")
+def make_settings(tiny: TinyModels):
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
             "pipeline": "text-to-image",
             "model_id": TINY_SD,
-            "model_dir": model_dir,
+            "model_dir": tiny.folder,
             "safety_checker_id": TINY_SAFETY_CHECKER,
             "warmup": False,
         }
         values.update(overrides)
+        if values["model_dir"] == tiny.folder:
+            named = ("model_id", "safety_checker_id", "sdxl_base_id")
+            tiny.need(*(str(values[key]) for key in named if key in values))
         return Settings(**values)
 
     return make
@@ -154,18 +203,21 @@ class RunnerProcess:
 
 
 @pytest.fixture
-def runner_process(model_dir: Path, tmp_path: Path):
+def runner_process(tiny: TinyModels, tmp_path: Path):
     started: list[RunnerProcess] = []
 
     def start(**env: str) -> RunnerProcess:
         values = {
             "PIPELINE": "text-to-image",
             "MODEL_ID": TINY_SD,
-            "MODEL_DIR": str(model_dir),
+            "MODEL_DIR": str(tiny.folder),
             "SAFETY_CHECKER_ID": TINY_SAFETY_CHECKER,
             "WARMUP": "false",
         }
         values.update(env)
+        if values["MODEL_DIR"] == str(tiny.folder):
+            named = ("MODEL_ID", "SAFETY_CHECKER_ID", "SDXL_BASE_ID")
+            tiny.need(*(values[key] for key in named if key in values))
         runner = RunnerProcess(values, tmp_path / f"runner{len(started)}.log")
         started.append(runner)
         runner.wait_listening()

@@ -1,10 +1,11 @@
-"""Decoding the runner's answers in tests."""
+"""Decoding the runner's answers in tests, and waiting for a condition."""
 
 from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -109,3 +110,19 @@ def image_sizes_given(owner: Any, method: str) -> Iterator[list[tuple[int, int]]
         yield sizes
     finally:
         delattr(owner, method)
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
+    """Return once ``condition()`` holds; fail the test if it does not within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened within {timeout} s: {what}"
+        time.sleep(0.01)
+
+
+def cpu_seconds_during(seconds: float) -> float:
+    """The CPU time this process spends over the next ``seconds``: a measurement window,
+    for asserting that nothing runs on."""
+    began = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - began

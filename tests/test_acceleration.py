@@ -22,7 +22,7 @@ from pipelines.acceleration import (
     choose_compiler,
     use_compile_cache,
 )
-from runner.tiny_models import (
+from tiny_models import (
     TINY_BLIP,
     TINY_FLUX_SCHNELL,
     TINY_SD3,

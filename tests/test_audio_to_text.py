@@ -9,7 +9,7 @@ import pytest
 from conftest import serving
 from helpers import encode_audio, tone
 
-from runner.tiny_models import TINY_WHISPER
+from tiny_models import TINY_WHISPER
 
 WAV = encode_audio(tone(4.0), 16_000, "wav", "pcm_s16le")
 

@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 from conftest import served_over_tcp, serving, wait_for_status
+from helpers import wait_until
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 2}
 LONG = SMALL | {"num_inference_steps": 150}
@@ -52,13 +53,6 @@ class UNetWatch:
     def remove(self) -> None:
         self.release.set()
         self.handle.remove()
-
-
-def wait_until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never met"
-        time.sleep(0.02)
 
 
 def metric(url: str, name: str) -> float:

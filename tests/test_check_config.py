@@ -10,10 +10,15 @@ import pytest
 
 from runner.check_config import GiB, Gpu, check
 from runner.cli import main
-from runner.tiny_models import TINY_BARK, TINY_SD, TINY_SDXL
-from runner.tiny_models.hub_layout import snapshot_folder
+from tiny_models import TINY_BARK, TINY_SD, TINY_SDXL
+from tiny_models.hub_layout import snapshot_folder
 
 H100 = Gpu(0, "NVIDIA H100", 80 * GiB)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny):
+    return tiny.need(TINY_SD, TINY_SDXL, TINY_BARK)
 
 
 def lines(findings):
@@ -168,8 +173,8 @@ def test_the_command_exits_non_zero_on_errors(model_dir, tmp_path, capsys):
 def test_sam2_is_found_as_metas_checkpoint_or_its_transformers_conversion(tmp_path):
     """ai-runner's runner/dl_checkpoints.sh fetches facebook/sam2-hiera-large's *.pt and *.yaml:
     that is enough; a folder filled with the -hf conversion instead is fine too."""
-    from runner.tiny_models.hub_layout import snapshot_folder
-    from runner.tiny_models.vision import build_sam2_meta, build_sam2_meta_hf
+    from tiny_models.hub_layout import snapshot_folder
+    from tiny_models.vision import build_sam2_meta, build_sam2_meta_hf
 
     entry = {"pipeline": "segment-anything-2", "model_id": "facebook/sam2-hiera-large"}
     entries = [{**entry, "warm": True}]

@@ -12,7 +12,7 @@ from helpers import decode_image, denoiser_calls, pixels
 from PIL import Image
 
 from pipelines.diffusion_families import LightningUNet, family_of, lightning_unet
-from runner.tiny_models import (
+from tiny_models import (
     TINY_FLUX_SCHNELL,
     TINY_SD3,
     TINY_SDXL,
@@ -66,7 +66,8 @@ def test_lightning_steps_and_guidance_apply_whatever_the_request_says(lightning)
     assert denoiser_calls(lightning, body | {"guidance_scale": 9}) == 8
 
 
-def test_the_step_count_comes_from_the_model_id(make_settings, caplog):
+def test_the_step_count_comes_from_the_model_id(make_settings, tiny, caplog):
+    tiny.need(TINY_SDXL_LIGHTNING)  # the repo the -4step id names
     model_id = TINY_SDXL_LIGHTNING + "-4step"
     with (
         caplog.at_level(logging.INFO),

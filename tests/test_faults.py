@@ -11,7 +11,7 @@ from conftest import serving
 from helpers import encode_audio, tone
 from PIL import Image
 
-from runner import tiny_models as tiny
+import tiny_models as tiny
 
 
 def png() -> bytes:

@@ -42,7 +42,7 @@ from schemathesis.specs.openapi.checks import (
 from starlette.types import ASGIApp
 
 from pipelines.registry import REGISTRY
-from runner.tiny_models import RECIPES
+from tiny_models import RECIPES
 
 # Small limits keep every request the checks accept cheap on a CPU.
 LIMITS = {

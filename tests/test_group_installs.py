@@ -20,7 +20,7 @@ from conftest import RunnerProcess
 from examples import TINY, VALID
 
 from pipelines.registry import REGISTRY
-from runner.tiny_models import TINY_SAFETY_CHECKER
+from tiny_models import TINY_SAFETY_CHECKER
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ROOT / ".venv-groups"
@@ -71,7 +71,7 @@ def _request(client: httpx.Client, pipeline: str) -> httpx.Response:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("group", GROUPS)
-def test_each_group_installed_alone_serves_its_pipelines(group, model_dir, tmp_path):
+def test_each_group_installed_alone_serves_its_pipelines(group, tiny, tmp_path):
     python = group_python(group)
     foreign = FOREIGN[group]
     probe = subprocess.run([str(python), "-c", f"import {foreign}"], capture_output=True)
@@ -80,7 +80,7 @@ def test_each_group_installed_alone_serves_its_pipelines(group, model_dir, tmp_p
         env = {
             "PIPELINE": pipeline,
             "MODEL_ID": TINY[pipeline],
-            "MODEL_DIR": str(model_dir),
+            "MODEL_DIR": str(tiny.need(TINY[pipeline], TINY_SAFETY_CHECKER)),
             "SAFETY_CHECKER_ID": TINY_SAFETY_CHECKER,
             "WARMUP": "false",
         }

@@ -27,7 +27,7 @@ from stand_in_hub import StandInHub
 
 from runner.hub import Downloads, FetchFailed, Hub, cache_folder, locate_model
 from runner.settings import Settings, SettingsError, load_settings
-from runner.tiny_models import (
+from tiny_models import (
     TINY_SAFETY_CHECKER,
     TINY_SD,
     TINY_SD_LORA,
@@ -79,6 +79,11 @@ def refused(url: str, loras: dict) -> str:
     response = post(url, loras)
     assert response.status_code == 400, response.text
     return response.json()["detail"]["msg"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny) -> Path:
+    return tiny.need(TINY_SD, TINY_SAFETY_CHECKER, TINY_SDXL_LIGHTNING)
 
 
 @pytest.fixture(scope="module")

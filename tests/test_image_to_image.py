@@ -13,7 +13,7 @@ from helpers import decode_image, image_sizes_given, pixels
 from PIL import Image
 
 from pipelines.image_shapes import fit_to_budget
-from runner.tiny_models import TINY_PIX2PIX, TINY_SD, TINY_SD_LORA
+from tiny_models import TINY_PIX2PIX, TINY_SD, TINY_SD_LORA
 
 
 def png(size=(96, 64)) -> bytes:

@@ -9,7 +9,7 @@ from conftest import serving
 from helpers import image_sizes_given
 from PIL import Image
 
-from runner.tiny_models import TINY_BLIP
+from tiny_models import TINY_BLIP
 
 
 def png(size=(48, 40), colour=(200, 30, 30), fmt="PNG") -> bytes:

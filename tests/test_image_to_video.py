@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipelines.image_to_video import GiB, decode_chunk_size
 from runner.hub import locate_model
-from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SD, TINY_SVD
+from tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_SD, TINY_SVD
 
 SMALL = {"width": "96", "height": "64", "num_inference_steps": "2"}
 
@@ -43,6 +43,11 @@ def video(client, **fields) -> list[dict]:
 def client(make_settings):
     with serving(make_settings(pipeline="image-to-video", model_id=TINY_SVD)) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny):
+    return tiny.need(TINY_SVD)
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import serving
-from helpers import pixels
+from helpers import pixels, wait_until
 
 from pipelines.lora import AdapterGate
-from runner.tiny_models import TINY_SD_LORA, TINY_SDXL_LORA
-from runner.tiny_models.hub_layout import snapshot_folder
-from runner.tiny_models.lora import build_lora
+from tiny_models import TINY_SD_LORA, TINY_SDXL_LORA
+from tiny_models.hub_layout import snapshot_folder
+from tiny_models.lora import build_lora
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 3}
 LORA_B = "test/sd15-lora-b"
@@ -25,8 +24,10 @@ CORRUPT = "test/corrupt-lora"
 
 
 @pytest.fixture(scope="module")
-def more_loras(model_dir):
-    """Two more SD 1.x LoRAs (other seeds) and one whose weights file is not safetensors."""
+def more_loras(tiny):
+    """Two more SD 1.x LoRAs (other seeds) and one whose weights file is not safetensors,
+    beside the tiny SD and SDXL ones."""
+    model_dir = tiny.need(TINY_SD_LORA, TINY_SDXL_LORA)
     build_lora(snapshot_folder(model_dir, LORA_B, "1"), 1, family="sd15")
     build_lora(snapshot_folder(model_dir, LORA_C, "1"), 2, family="sd15")
     folder = snapshot_folder(model_dir, CORRUPT, "1")
@@ -150,13 +151,6 @@ def test_concurrent_requests_with_different_loras_each_get_their_own(make_settin
         with ThreadPoolExecutor(len(wanted)) as pool:
             together = list(pool.map(lambda loras: image(client, loras), wanted))
     assert together == [alone[json.dumps(loras)] for loras in wanted]
-
-
-def wait_until(condition) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, "never happened"
-        time.sleep(0.005)
 
 
 def test_the_gate_runs_equal_sets_together_and_others_in_arrival_order():

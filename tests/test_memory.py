@@ -13,7 +13,7 @@ from conftest import serving
 from helpers import encode_audio, tone
 
 from runner.memory import Trimmer, can_trim, trim
-from runner.tiny_models import TINY_WHISPER
+from tiny_models import TINY_WHISPER
 
 glibc_only = pytest.mark.skipif(not can_trim(), reason="the C library has no malloc_trim")
 

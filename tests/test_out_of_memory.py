@@ -19,7 +19,7 @@ from conftest import serving, wait_for_status
 from helpers import decode_image
 from PIL import Image
 
-from runner import tiny_models as tiny
+import tiny_models as tiny
 from runner.device import guarded, is_out_of_memory, is_unrecoverable
 from runner.errors import OutOfMemory
 

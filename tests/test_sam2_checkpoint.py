@@ -28,7 +28,7 @@ from pipelines.sam2_checkpoint import (
     transformers_state_dict,
 )
 from runner.hub import locate_model
-from runner.tiny_models import TINY_SAM2_META, TINY_SAM2_META_HF, build
+from tiny_models import TINY_SAM2_META, TINY_SAM2_META_HF, build
 
 WIDTH, HEIGHT = 80, 60
 CHECKPOINT = "sam2_hiera_large.pt"
@@ -336,7 +336,7 @@ def test_same_masks_as_metas_sam2_package(make_settings, tmp_path, model_id, che
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from runner.tiny_models.hub_layout import snapshot_folder
+    from tiny_models.hub_layout import snapshot_folder
 
     package_config = f"configs/{config or 'sam2/sam2_hiera_t.yaml'}"
     torch.manual_seed(0)

@@ -11,9 +11,9 @@ from conftest import serving
 from helpers import image_sizes_given
 from PIL import Image
 
-from runner.tiny_models import TINY_SAM2
-from runner.tiny_models.hub_layout import snapshot_folder
-from runner.tiny_models.vision import build_sam2
+from tiny_models import TINY_SAM2
+from tiny_models.hub_layout import snapshot_folder
+from tiny_models.vision import build_sam2
 
 WIDTH, HEIGHT = 96, 64
 

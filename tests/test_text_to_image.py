@@ -9,7 +9,7 @@ import pytest
 from conftest import serving
 from helpers import decode_image, denoiser_calls, max_pixel_difference, pixels
 
-from runner.tiny_models import (
+from tiny_models import (
     TINY_SAFETY_CHECKER_STRICT,
     TINY_SDXL,
     TINY_SDXL_LORA,

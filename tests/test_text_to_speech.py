@@ -13,8 +13,8 @@ import soundfile
 from conftest import serving
 
 from pipelines.text_to_speech import split_sentences
-from runner.tiny_models import TINY_BARK, TINY_MMS_TTS, TINY_SD
-from runner.tiny_models.hub_layout import snapshot_folder
+from tiny_models import TINY_BARK, TINY_MMS_TTS, TINY_SD
+from tiny_models.hub_layout import snapshot_folder
 
 PREFIX = "data:audio/wav;base64,"
 

@@ -23,8 +23,8 @@ from conftest import serving  # noqa: E402
 from pipelines.text_to_speech import DEFAULT_DESCRIPTION  # noqa: E402
 from runner.hub import locate_model  # noqa: E402
 from runner.settings import Settings  # noqa: E402
-from runner.tiny_models import TINY_PARLER, build  # noqa: E402
-from runner.tiny_models.hub_layout import snapshot_folder  # noqa: E402
+from tiny_models import TINY_PARLER, build  # noqa: E402
+from tiny_models.hub_layout import snapshot_folder  # noqa: E402
 
 PREFIX = "data:audio/wav;base64,"
 HOP = 512  # samples per DAC frame at 44.1 kHz

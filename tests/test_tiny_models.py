@@ -5,9 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from runner.cli import main
 from runner.hub import locate_model
-from runner.tiny_models import TINY_SD, TINY_SDXL
+from tiny_models import TINY_SD, TINY_SDXL
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny):
+    return tiny.need(TINY_SD, TINY_SDXL)
 
 
 def _digest(folder):

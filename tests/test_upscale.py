@@ -9,7 +9,7 @@ from conftest import serving
 from helpers import decode_image, image_sizes_given, pixels
 from PIL import Image
 
-from runner.tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_UPSCALER
+from tiny_models import TINY_SAFETY_CHECKER_STRICT, TINY_UPSCALER
 
 
 def png(size=(40, 24)) -> bytes:

@@ -20,7 +20,7 @@ from helpers import max_pixel_difference, pixels
 from PIL import Image
 
 from pipelines.acceleration import StableFast
-from runner.tiny_models import TINY_SVD
+from tiny_models import TINY_SVD
 
 FIELDS = {"width": "96", "height": "64", "num_inference_steps": "2", "seed": "4"}
 

@@ -20,7 +20,7 @@ from go_worker import ContainerWatch, GoWorker, RunnerStartFailed, multipart_req
 from PIL import Image
 
 from runner.app import create_app
-from runner.tiny_models import TINY_BLIP, TINY_SD
+from tiny_models import TINY_BLIP, TINY_SD
 
 CLOCK = 0.1  # 5 s polls -> 0.5 s, the 3-minute LOADING limit -> 18 s
 STAND_IN_CLOCK = 0.005  # the stand-ins answer at once: 25 ms polls, a 0.9 s LOADING limit

@@ -26,7 +26,7 @@ from go_worker import (
 from helpers import encode_audio, max_pixel_difference, tone
 from PIL import Image
 
-from runner.tiny_models import (
+from tiny_models import (
     TINY_BLIP,
     TINY_MMS_TTS,
     TINY_SAM2,

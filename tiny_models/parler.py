@@ -14,8 +14,8 @@ import json
 import string
 from pathlib import Path
 
-from runner.tiny_models.bpe import CORPUS
-from runner.tiny_models.speech import SPEECH
+from tiny_models.bpe import CORPUS
+from tiny_models.speech import SPEECH
 
 CODEBOOK_SIZE = 1024  # the DAC's, as in the real model
 NUM_CODEBOOKS = 4

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.tiny_models.diffusion import image_processor, seeded
+from tiny_models.diffusion import image_processor, seeded
 
 NUM_FRAMES = 4
 IMAGE_EMBED = 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from runner.tiny_models.bpe import CORPUS, bytes_to_unicode, learn_merges, symbols
+from tiny_models.bpe import CORPUS, bytes_to_unicode, learn_merges, symbols
 
 SPEECH = "hello world this is a test of speech recognition we transcribe audio into text"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.tiny_models.clip_tokenizer import save_clip_tokenizer
+from tiny_models.clip_tokenizer import save_clip_tokenizer
 
 TEXT_HIDDEN = 32
 LIGHTNING_STEPS = (2, 4, 8)

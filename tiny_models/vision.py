@@ -196,7 +196,7 @@ def tiny_sam2_meta_model(seed: int):
     import torch
     from transformers import Sam2Config, Sam2Model
 
-    from runner.tiny_models.diffusion import seeded
+    from tiny_models.diffusion import seeded
 
     seeded(seed)
     model = Sam2Model(Sam2Config(**TINY_SAM2_META_CONFIG)).eval()

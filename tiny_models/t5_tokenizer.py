@@ -8,7 +8,7 @@ import string
 from collections import Counter
 from pathlib import Path
 
-from runner.tiny_models.bpe import CORPUS
+from tiny_models.bpe import CORPUS
 
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2, as in T5's own vocabulary
 

@@ -15,10 +15,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from runner.logs import quiet_progress_bars
-from runner.tiny_models import diffusion, flow_matching, lora, parler, speech, video, vision
-from runner.tiny_models.hub_layout import snapshot_folder
+from tiny_models import diffusion, flow_matching, lora, parler, speech, video, vision
+from tiny_models.hub_layout import snapshot_folder
 
-log = logging.getLogger("runner.tiny_models")
+log = logging.getLogger("tiny_models")
 
 
 @dataclass(frozen=True)

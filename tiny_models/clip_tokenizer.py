@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from runner.tiny_models.bpe import CORPUS, bytes_to_unicode, learn_merges, symbols
+from tiny_models.bpe import CORPUS, bytes_to_unicode, learn_merges, symbols
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.tiny_models.diffusion import sd15_unet, sdxl_unet, seeded
+from tiny_models.diffusion import sd15_unet, sdxl_unet, seeded
 
 # The attention projections, as most published SD/SDXL LoRAs target.
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]

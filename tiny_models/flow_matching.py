@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.tiny_models.clip_tokenizer import save_clip_tokenizer
-from runner.tiny_models.diffusion import TEXT_HIDDEN, seeded, text_config, vae
-from runner.tiny_models.t5_tokenizer import save_t5_tokenizer
+from tiny_models.clip_tokenizer import save_clip_tokenizer
+from tiny_models.diffusion import TEXT_HIDDEN, seeded, text_config, vae
+from tiny_models.t5_tokenizer import save_t5_tokenizer
 
 T5_HIDDEN = 2 * TEXT_HIDDEN  # SD3 pads both CLIP encoders' concatenated states to T5's width
 HEADS, HEAD_DIM = 2, 16
