@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from pipelines.registry import pipeline_class
 from runner import __version__
-from runner.errors import install_error_handlers
+from runner.error_answers import install_error_handlers
 from runner.gate import Gate
 from runner.json_bodies import body_limits
 from runner.live_runner import LiveRunner
@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.state.live_runner = live_runner
-    install_error_handlers(app)
+    install_error_handlers(app, settings)
     app.include_router(pipeline_router(runtime))
     app.include_router(system_router(runtime, metrics))
     app.add_middleware(
