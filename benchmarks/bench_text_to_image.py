@@ -34,7 +34,7 @@ from common import (  # noqa: E402
     tiny_models,
 )
 
-from runner.media import png_bytes
+from runner.media.encoding import png_bytes
 from runner.settings import Settings
 from runner.tiny_models import TINY_SAFETY_CHECKER, TINY_SD
 

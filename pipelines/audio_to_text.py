@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
 from pipelines.checks import json_field
-from runner.audio import DecodedAudio
 from runner.cancellation import stopping_criteria
 from runner.device import prepare_model
 from runner.errors import InvalidInput
-from runner.uploads import Upload
+from runner.media.audio import DecodedAudio
+from runner.media.uploads import Upload
 
 log = logging.getLogger("pipelines.audio_to_text")
 

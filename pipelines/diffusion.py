@@ -38,7 +38,7 @@ from runner.hub import (
     locate_model,
     transformers_files,
 )
-from runner.media import png_data_urls
+from runner.media.encoding import png_data_urls
 from runner.schemas import ImageResponse, Media
 from runner.settings import Settings
 

@@ -20,8 +20,8 @@ from pipelines.diffusion import (
 )
 from pipelines.image_shapes import fit_to_budget
 from runner.errors import InvalidInput
+from runner.media.uploads import Upload
 from runner.schemas import ImageResponse
-from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.image_to_image")
 PIX2PIX = "StableDiffusionInstructPix2PixPipeline"

@@ -19,9 +19,9 @@ from pipelines import diffusion_fields as fields
 from pipelines.base import Route
 from pipelines.diffusion import DiffusionPipeline, generators, image_seeds
 from pipelines.image_shapes import resize
-from runner.media import png_data_urls
+from runner.media.encoding import png_data_urls
+from runner.media.uploads import Upload
 from runner.schemas import Media, VideoResponse
-from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.image_to_video")
 GiB = 1024**3

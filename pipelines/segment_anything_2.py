@@ -18,8 +18,8 @@ from pipelines.sam2_checkpoint import MetaCheckpoint, find_meta_checkpoint, load
 from runner.device import prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
+from runner.media.uploads import Upload
 from runner.schemas import optional_str
-from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.segment_anything_2")
 MASK_INPUT_SIDE = 256  # SAM's low-resolution mask size

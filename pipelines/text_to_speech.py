@@ -24,7 +24,7 @@ from pipelines.base import Pipeline, Route
 from runner.cancellation import stopping_criteria
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput, RunnerError
-from runner.media import data_url
+from runner.media.encoding import data_url
 
 log = logging.getLogger("pipelines.text_to_speech")
 PAUSE_SECONDS = 0.15

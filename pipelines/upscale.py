@@ -19,8 +19,8 @@ from pipelines.diffusion import (
 )
 from runner.cancellation import legacy_step_callback
 from runner.errors import InvalidInput
+from runner.media.uploads import Upload
 from runner.schemas import ImageResponse
-from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.upscale")
 SCALE = 4

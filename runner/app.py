@@ -13,11 +13,11 @@ from runner.error_answers import install_error_handlers
 from runner.gate import Gate
 from runner.json_bodies import body_limits
 from runner.live_runner import LiveRunner
+from runner.media.uploads import upload_fields
 from runner.metrics import Metrics
 from runner.routes import declared_error_codes, pipeline_router, system_router
 from runner.runtime import Runtime
 from runner.settings import Settings
-from runner.uploads import upload_fields
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -28,9 +28,9 @@ from runner.errors import (
     RunnerError,
 )
 from runner.executor import InferenceExecutor
+from runner.media.uploads import upload_fields
 from runner.schemas import HealthStatus
 from runner.settings import Settings
-from runner.uploads import upload_fields
 from runner.warmup import WarmUp
 
 log = logging.getLogger("runner")
