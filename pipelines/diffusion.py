@@ -120,7 +120,7 @@ def split_prompt(field: str, text: str, slots: int) -> dict[str, str]:
     return {field if i == 0 else f"{field}_{i + 1}": part for i, part in enumerate(parts)}
 
 
-class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
+class DiffusionPipeline(Pipeline[ParamsT, ParamsT, GeneratedImages]):
     """A diffusers pipeline from ``MODEL_DIR``, plus the runner's shared safety checker."""
 
     architectures: ClassVar[tuple[str, ...]]  # model_index.json class names it serves
@@ -236,12 +236,12 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
             for width, height in sizes:
                 params = self.warmup_params(width, height)
                 try:
-                    self.check(params)
+                    request = self.check(params)
                 except InvalidInput as exc:
                     log.warning("WARMUP_SIZES: %dx%d skipped: %s", width, height, exc.message)
                     continue
                 started, graphs = time.perf_counter(), self.acceleration.compiled_graphs()
-                self.predict(params)
+                self.predict(request)
                 graphs = self.acceleration.compiled_graphs() - graphs
                 compiled = f" ({graphs} graph{'s' * (graphs > 1)} compiled)" if graphs else ""
                 took.append(f"{width}x{height} {time.perf_counter() - started:.1f}s{compiled}")

@@ -82,10 +82,11 @@ class ImageToImage(PromptedDiffusion[ImageToImageParams]):
         image = Image.new("RGB", (width, height))
         return ImageToImageParams(prompt="warm-up", image=image, num_inference_steps=2, seed=0)
 
-    def check(self, params: ImageToImageParams) -> None:
+    def check(self, params: ImageToImageParams) -> ImageToImageParams:
         fields.check_shared(self.settings, params)
         checks.in_range("strength", params.strength, 0, 1)
         self.check_for_model(params)
+        return params
 
     def check_for_model(self, params: BaseModel) -> None:
         """A side under two latent pixels fails inside the UNet (its group norm), so such an

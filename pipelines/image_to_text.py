@@ -31,7 +31,7 @@ class ImageToTextResponse(BaseModel):
     text: str = Field(description="The generated text.")
 
 
-class ImageToText(Pipeline[ImageToTextParams, str]):
+class ImageToText(Pipeline[ImageToTextParams, ImageToTextParams, str]):
     route = Route(
         path="/image-to-text",
         operation_id="genImageToText",

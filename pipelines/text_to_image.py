@@ -78,12 +78,13 @@ class TextToImage(PromptedDiffusion[TextToImageParams]):
             prompt="warm-up", width=width, height=height, num_inference_steps=1, seed=0
         )
 
-    def check(self, params: TextToImageParams) -> None:
+    def check(self, params: TextToImageParams) -> TextToImageParams:
         s = self.settings
         fields.check_shared(s, params)
         checks.image_side("width", params.width, s.image_size_min, s.image_size_max)
         checks.image_side("height", params.height, s.image_size_min, s.image_size_max)
         self.check_for_model(params)
+        return params
 
     def predict(self, params: TextToImageParams) -> GeneratedImages:
         self.check_for_model(params)

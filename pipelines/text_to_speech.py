@@ -228,7 +228,7 @@ def unservable_reason(model_id: str, model_type: str) -> str | None:
     return None
 
 
-class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
+class TextToSpeech(Pipeline[TextToSpeechParams, TextToSpeechParams, np.ndarray]):
     route = Route(
         path="/text-to-speech",
         operation_id="genTextToSpeech",
@@ -274,9 +274,10 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
     def warmup(self) -> None:
         self.predict(TextToSpeechParams(text="Warming up."))
 
-    def check(self, params: TextToSpeechParams) -> None:
+    def check(self, params: TextToSpeechParams) -> TextToSpeechParams:
         checks.non_empty("text", params.text)
         checks.max_length("text", params.text, self.settings.max_text_chars)
+        return params
 
     def _voice(self, description: str) -> str | None:
         voice = description.strip()

@@ -68,7 +68,7 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
         image = Image.new("RGB", (width, height))
         return UpscaleParams(prompt="warm-up", image=image, seed=0, num_inference_steps=1)
 
-    def check(self, params: UpscaleParams) -> None:
+    def check(self, params: UpscaleParams) -> UpscaleParams:
         s = self.settings
         fields.check_shared(s, params)
         width, height = params.image.size
@@ -87,6 +87,7 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
                 f"image is {width}x{height}; upscale takes images at most {ratio:g} times as "
                 "long as they are wide (UPSCALE_MAX_ASPECT_RATIO)."
             )
+        return params
 
     def check_for_model(self, params: BaseModel) -> None:
         """The model rounds the input's sides down to multiples of its VAE's scale factor,

@@ -113,9 +113,9 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
             log.debug("request id=%s params %s", request.state.request_id, describe(params))
         well_formed(params)
         runtime.check_model_id(params.model_id)
-        pipeline.check(params)
+        parsed = pipeline.check(params)
         timings = request.state.timings
-        body = await runtime.infer(params, timings, request.state.cancel)
+        body = await runtime.infer(parsed, timings, request.state.cancel)
         return Response(
             body, media_type="application/json", headers={"server-timing": timings.header()}
         )
