@@ -52,7 +52,7 @@ def main() -> None:
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    from pipelines.diffusion import SafetyChecker
+    from pipelines.safety_checker import SafetyChecker
     from pipelines.text_to_image import TextToImage, TextToImageParams
 
     model_dir = tiny_models(args.model_dir, [TINY_SD, TINY_SAFETY_CHECKER])

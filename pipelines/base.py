@@ -13,14 +13,11 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel
 
 from runner.settings import Settings
-
-if TYPE_CHECKING:
-    from pipelines.acceleration import AccelerationReport
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
 
@@ -66,10 +63,6 @@ class Pipeline[ParamsT: BaseModel, RequestT, OutputT](ABC):
         """Held around each request's ``predict``: where a warm-up going on in the background
         needs the device alone, requests wait for it here."""
         return contextlib.nullcontext()
-
-    def acceleration_report(self) -> AccelerationReport | None:
-        """What SFAST/DEEPCACHE did, for ``/metrics``; None where they do not apply."""
-        return None
 
     def check(self, params: ParamsT) -> RequestT:
         """Validate values the schema cannot (raise ``InvalidInput`` naming the field) and

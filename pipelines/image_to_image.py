@@ -12,12 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import (
-    GeneratedImages,
-    PromptedDiffusion,
-    generators,
-    image_seeds,
-)
+from pipelines.diffusion import PromptedDiffusion
+from pipelines.generated_images import GeneratedImages, generators, image_seeds
 from pipelines.image_shapes import fit_to_budget
 from runner.errors import InvalidInput
 from runner.media.uploads import Upload

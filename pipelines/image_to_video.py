@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import DiffusionPipeline, generators, image_seeds
+from pipelines.diffusion import DiffusionPipeline
+from pipelines.generated_images import generators, image_seeds
 from pipelines.image_shapes import resize
 from runner.media.encoding import png_data_urls
 from runner.media.uploads import Upload

@@ -10,12 +10,8 @@ from pydantic import BaseModel, Field
 from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import (
-    GeneratedImages,
-    PromptedDiffusion,
-    generators,
-    image_seeds,
-)
+from pipelines.diffusion import PromptedDiffusion
+from pipelines.generated_images import GeneratedImages, generators, image_seeds
 from runner.schemas import ImageResponse
 
 log = logging.getLogger("pipelines.text_to_image")

@@ -11,12 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import (
-    DiffusionPipeline,
-    GeneratedImages,
-    generators,
-    image_seeds,
-)
+from pipelines.diffusion import DiffusionPipeline
+from pipelines.generated_images import GeneratedImages, generators, image_seeds
 from runner.cancellation import legacy_step_callback
 from runner.errors import InvalidInput
 from runner.media.uploads import Upload

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from pipelines.acceleration_report import Accelerated
 from pipelines.registry import pipeline_class
 from runner import __version__
 from runner.error_answers import install_error_handlers
@@ -24,7 +25,8 @@ def create_app(settings: Settings) -> FastAPI:
     """The app serves at once; the model loads in the background when the app starts."""
     pipeline = pipeline_class(settings.pipeline)(settings)
     runtime = Runtime(settings, pipeline)
-    metrics = Metrics(acceleration=pipeline.acceleration_report)
+    accelerated = isinstance(pipeline, Accelerated)  # SFAST/DEEPCACHE apply: diffusion
+    metrics = Metrics(acceleration=pipeline.acceleration_report if accelerated else lambda: None)
     live_runner = LiveRunner(settings, runtime) if settings.live_runner_orchestrator else None
 
     @asynccontextmanager
