@@ -35,7 +35,7 @@ from common import (  # noqa: E402
     tiny_models,
 )
 
-from runner.audio import decode_audio  # noqa: E402
+from runner.media.audio import decode_audio  # noqa: E402
 from runner.settings import Settings  # noqa: E402
 from tiny_models import (  # noqa: E402
     TINY_BLIP,

@@ -34,7 +34,7 @@ from common import (  # noqa: E402
     tiny_models,
 )
 
-from runner.media import png_bytes
+from runner.media.encoding import png_bytes
 from runner.settings import Settings
 from tiny_models import TINY_SAFETY_CHECKER, TINY_SD
 
@@ -52,7 +52,7 @@ def main() -> None:
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    from pipelines.diffusion import SafetyChecker
+    from pipelines.safety_checker import SafetyChecker
     from pipelines.text_to_image import TextToImage, TextToImageParams
 
     model_dir = tiny_models(args.model_dir, [TINY_SD, TINY_SAFETY_CHECKER])

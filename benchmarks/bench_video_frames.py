@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_ms, timed  # noqa: E402
 
 from pipelines.image_to_video import GeneratedVideo  # noqa: E402
-from runner import media  # noqa: E402
-from runner.media import png_bytes, png_data_url, png_data_urls  # noqa: E402
+from runner.media import encoding  # noqa: E402
+from runner.media.encoding import png_bytes, png_data_url, png_data_urls  # noqa: E402
 from runner.runtime import answer_json  # noqa: E402
 
 WIDTH, HEIGHT, FRAMES = 1024, 576, 25
@@ -118,7 +118,7 @@ def main() -> None:
         ms, share = gil_share(step)
         print(f"| {name} | {ms:.1f} | {share:.0%} |")
 
-    threads = media._ENCODER_POOL._max_workers
+    threads = encoding._ENCODER_POOL._max_workers
     flags = [False] * FRAMES
     rows = [
         ("one after the other, standard library base64", lambda: list(map(stdlib_data_url, video))),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -17,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.base import Pipeline, Route
 from pipelines.checks import json_field
-from runner.audio import DecodedAudio
 from runner.cancellation import stopping_criteria
 from runner.device import prepare_model
 from runner.errors import InvalidInput
-from runner.uploads import Upload
+from runner.media.audio import DecodedAudio
+from runner.media.uploads import Upload
 
 log = logging.getLogger("pipelines.audio_to_text")
 
@@ -38,6 +39,14 @@ SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: nothing to transcribe below this
 # The gateway sends whole seconds (server/ai_process.go submitAudioToText truncates ffprobe's
 # duration), so a declared duration up to a second short of the decoded one is expected.
 DURATION_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """A request as ``predict`` takes it: its timestamp mode parsed once, by ``check``."""
+
+    audio: DecodedAudio
+    timestamps: bool | str  # as the ASR pipeline's return_timestamps takes it
 
 
 class AudioToTextParams(BaseModel):
@@ -92,7 +101,7 @@ def declared_duration(metadata: str) -> float | None:
         ) from None
 
 
-class AudioToText(Pipeline[AudioToTextParams, TextResponse]):
+class AudioToText(Pipeline[AudioToTextParams, Transcription, TextResponse]):
     route = Route(
         path="/audio-to-text",
         operation_id="genAudioToText",
@@ -134,9 +143,9 @@ class AudioToText(Pipeline[AudioToTextParams, TextResponse]):
 
     def warmup(self) -> None:
         tone = np.sin(np.linspace(0, 2000 * math.pi, 16_000 * 2)).astype(np.float32) * 0.1
-        self.predict(AudioToTextParams(audio=DecodedAudio(tone)))
+        self.predict(Transcription(DecodedAudio(tone), TIMESTAMP_MODES["true"]))
 
-    def check(self, params: AudioToTextParams) -> None:
+    def check(self, params: AudioToTextParams) -> Transcription:
         mode = params.return_timestamps.strip().lower()
         if mode not in TIMESTAMP_MODES:
             raise InvalidInput(
@@ -151,14 +160,15 @@ class AudioToText(Pipeline[AudioToTextParams, TextResponse]):
                 declared,
                 actual,
             )
+        return Transcription(params.audio, TIMESTAMP_MODES[mode])
 
-    def predict(self, params: AudioToTextParams) -> TextResponse:
-        samples = params.audio.samples
+    def predict(self, request: Transcription) -> TextResponse:
+        samples = request.audio.samples
         if not len(samples) or float(np.max(np.abs(samples))) < SILENCE_PEAK:
             return TextResponse(text="", chunks=[])  # Whisper invents words for silence
-        mode = TIMESTAMP_MODES[params.return_timestamps.strip().lower()]
+        mode = request.timestamps
         result = self.asr(
-            {"raw": samples, "sampling_rate": params.audio.sample_rate},
+            {"raw": samples, "sampling_rate": request.audio.sample_rate},
             return_timestamps=mode,
             generate_kwargs={"task": "transcribe", "stopping_criteria": stopping_criteria()},
         )

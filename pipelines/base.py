@@ -13,14 +13,11 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel
 
 from runner.settings import Settings
-
-if TYPE_CHECKING:
-    from pipelines.acceleration import AccelerationReport
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
 
@@ -40,7 +37,11 @@ class Route:
     extra_error_codes: tuple[int, ...] = ()  # 413/415 where the reference declares them
 
 
-class Pipeline[ParamsT: BaseModel, OutputT](ABC):
+class Pipeline[ParamsT: BaseModel, RequestT, OutputT](ABC):
+    """``ParamsT`` is the request model the route declares; ``RequestT`` what ``check`` makes
+    of it (parsed once) and ``prepare`` and ``predict`` take; ``OutputT`` what ``predict``
+    returns and ``encode`` turns into the answer."""
+
     route: ClassVar[Route]
 
     def __init__(self, settings: Settings) -> None:
@@ -63,21 +64,19 @@ class Pipeline[ParamsT: BaseModel, OutputT](ABC):
         needs the device alone, requests wait for it here."""
         return contextlib.nullcontext()
 
-    def acceleration_report(self) -> AccelerationReport | None:
-        """What SFAST/DEEPCACHE did, for ``/metrics``; None where they do not apply."""
-        return None
+    def check(self, params: ParamsT) -> RequestT:
+        """Validate values the schema cannot (raise ``InvalidInput`` naming the field) and
+        return the request as ``predict`` takes it, parsed once; by default ``params``."""
+        return params  # type: ignore[return-value] - RequestT is ParamsT unless overridden
 
-    def check(self, params: ParamsT) -> None:  # noqa: B027 - optional hook
-        """Validate values the schema cannot; raise ``InvalidInput`` naming the field."""
-
-    def prepare(self, params: ParamsT) -> None:  # noqa: B027 - optional hook
+    def prepare(self, request: RequestT) -> None:  # noqa: B027 - optional hook
         """Fetch from the hub what the request needs and ``MODEL_DIR`` lacks (a LoRA).
 
         Runs after the model is loaded and before the request waits for an inference slot,
         on a thread of its own: a download blocks neither the event loop nor a slot."""
 
     @abstractmethod
-    def predict(self, params: ParamsT) -> OutputT:
+    def predict(self, request: RequestT) -> OutputT:
         """Run the model."""
 
     @abstractmethod

@@ -1,5 +1,7 @@
-"""What every diffusers-based pipeline shares: loading, seeds, split prompts, the safety
-checker, and the image answer."""
+"""What every diffusers-based pipeline shares: loading (SDXL-Lightning's in ``lightning``),
+split prompts, the warm-up, and the run of one request (accelerated as ``acceleration``
+says, retried smaller out of memory). The safety checker is ``safety_checker``; the images
+and their seeds ``generated_images``."""
 
 from __future__ import annotations
 
@@ -8,79 +10,32 @@ import copy
 import inspect
 import json
 import logging
-import random
 import time
 from abc import abstractmethod
-from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
-from pipelines.acceleration import Acceleration, AccelerationReport, request_shape
+from pipelines.acceleration import Acceleration, request_shape
+from pipelines.acceleration_report import AccelerationReport
 from pipelines.base import ParamsT, Pipeline
-from pipelines.diffusion_families import (
-    Family,
-    LightningUNet,
-    family_of,
-    lightning_unet,
-)
-from pipelines.image_shapes import center_square
+from pipelines.diffusion_families import Family, family_of, lightning_unet
+from pipelines.generated_images import GeneratedImages
+from pipelines.lightning import lightning_base, load_lightning_unet, use_trailing_scheduler
 from pipelines.lora import LoraAdapters, parse_loras
 from pipelines.memory_retry import generate_retrying, smaller_decode_chunks
+from pipelines.safety_checker import SafetyChecker
 from runner.cancellation import diffusers_step_end
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput
-from runner.hub import (
-    ModelNotFound,
-    diffusers_files,
-    fetch_missing,
-    locate_model,
-    transformers_files,
-)
-from runner.media import png_data_urls
-from runner.schemas import ImageResponse, Media
-from runner.settings import Settings
+from runner.hub import ModelNotFound
+from runner.schemas import ImageResponse
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
 log = logging.getLogger("pipelines.diffusion")
 MAX_PROMPTS = 3
-
-
-@dataclass
-class GeneratedImages:
-    images: list[Image.Image]
-    seeds: list[int]
-    nsfw: list[bool]
-
-    def to_response(self) -> ImageResponse:
-        return ImageResponse(
-            images=[
-                Media(url=url, seed=seed, nsfw=flag)
-                for url, seed, flag in zip(
-                    png_data_urls(self.images), self.seeds, self.nsfw, strict=True
-                )
-            ]
-        )
-
-
-def image_seeds(seed: int | None, count: int) -> list[int]:
-    """Image i of a request with seed s uses s + i; no seed picks one at random.
-
-    The sum wraps within int64 as the caller's Go ints do: go-livepeer decodes each answer's
-    seed into an int, and one past int64 would make it drop the whole answer. The wrapped
-    seed names the same generator state (seeds are taken modulo 2**64)."""
-    base = random.randrange(2**32) if seed is None else seed
-    return [(base + i + 2**63) % 2**64 - 2**63 for i in range(count)]
-
-
-def generators(device: str, seeds: list[int]) -> list[torch.Generator]:
-    import torch
-
-    return [torch.Generator(device=device).manual_seed(s % 2**64) for s in seeds]
 
 
 def request_pipe(pipe: Any) -> Any:
@@ -120,7 +75,7 @@ def split_prompt(field: str, text: str, slots: int) -> dict[str, str]:
     return {field if i == 0 else f"{field}_{i + 1}": part for i, part in enumerate(parts)}
 
 
-class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
+class DiffusionPipeline(Pipeline[ParamsT, ParamsT, GeneratedImages]):
     """A diffusers pipeline from ``MODEL_DIR``, plus the runner's shared safety checker."""
 
     architectures: ClassVar[tuple[str, ...]]  # model_index.json class names it serves
@@ -139,15 +94,7 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
         if swap is None:
             files = prepare_model(settings, fp16_without_variant=False)
         else:  # the UNet repository holds no pipeline: the SDXL base provides the rest
-            base = fetch_missing(
-                settings,
-                settings.sdxl_base_id,
-                "the SDXL base of SDXL-Lightning, without its UNet",
-                partial(diffusers_files, skip_weights=("unet",)),
-            )
-            files = prepare_model(
-                settings, repo=settings.sdxl_base_id, path=base, fp16_without_variant=False
-            )
+            files = lightning_base(settings)
         model_index = read_model_index(files)
         self.family = family_of(self.model_id, model_index.get("_class_name"), self.architectures)
         if self.family.cuda_dtype and files.device == "cuda" and not settings.bfloat16:
@@ -171,19 +118,7 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
             **extra,
         )
         if swap is not None:
-            from diffusers import EulerDiscreteScheduler
-
-            pipe.scheduler = EulerDiscreteScheduler.from_config(
-                pipe.scheduler.config, timestep_spacing="trailing"
-            )
-            log.info(
-                "%s: UNet %s from %s in the %s base; scheduler %s on trailing timesteps",
-                self.model_id,
-                swap.filename,
-                swap.repo,
-                files.repo,
-                type(pipe.scheduler).__name__,
-            )
+            use_trailing_scheduler(pipe, swap, files.repo, self.model_id)
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
@@ -236,12 +171,12 @@ class DiffusionPipeline(Pipeline[ParamsT, GeneratedImages]):
             for width, height in sizes:
                 params = self.warmup_params(width, height)
                 try:
-                    self.check(params)
+                    request = self.check(params)
                 except InvalidInput as exc:
                     log.warning("WARMUP_SIZES: %dx%d skipped: %s", width, height, exc.message)
                     continue
                 started, graphs = time.perf_counter(), self.acceleration.compiled_graphs()
-                self.predict(params)
+                self.predict(request)
                 graphs = self.acceleration.compiled_graphs() - graphs
                 compiled = f" ({graphs} graph{'s' * (graphs > 1)} compiled)" if graphs else ""
                 took.append(f"{width}x{height} {time.perf_counter() - started:.1f}s{compiled}")
@@ -349,65 +284,3 @@ def read_model_index(files: ModelFiles) -> dict:
             f"{files.repo} in {files.path} is not a diffusers pipeline (no model_index.json)"
         )
     return json.loads(index_file.read_text())
-
-
-def load_lightning_unet(settings: Settings, base: ModelFiles, swap: LightningUNet) -> Any:
-    """The SDXL base's UNet architecture with an SDXL-Lightning UNet's weights."""
-    from accelerate import init_empty_weights
-    from diffusers import UNet2DConditionModel
-    from safetensors.torch import load_file
-
-    weights = locate_model(settings.model_dir, swap.repo) / swap.filename
-    if not weights.exists():
-        raise ModelNotFound(
-            f"{swap.filename} is not in {swap.repo} in MODEL_DIR={settings.model_dir}; "
-            f"download it with `scripts/download_models.sh {settings.model_id}`"
-        )
-    config = UNet2DConditionModel.load_config(base.repo, subfolder="unet", **base.source)
-    with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(config)
-    unet.load_state_dict(load_file(weights), assign=True)
-    return unet.to(base.placement.dtype)
-
-
-class SafetyChecker:
-    """Flags NSFW images with the safety-checker model in ``MODEL_DIR``; images stay as they are."""
-
-    def __init__(self, settings: Settings, device: str, dtype: torch.dtype) -> None:
-        from diffusers.pipelines.stable_diffusion.safety_checker import (
-            StableDiffusionSafetyChecker,
-        )
-        from transformers import CLIPImageProcessor
-
-        model_id = settings.safety_checker_id
-        try:
-            path = fetch_missing(settings, model_id, "safety checker", transformers_files)
-        except ModelNotFound as exc:
-            raise ModelNotFound(
-                f"safety checker: {exc.message}; or set SAFETY_CHECKER=false to run without it"
-            ) from None
-        self.device, self.dtype = device, dtype
-        self.model = StableDiffusionSafetyChecker.from_pretrained(
-            model_id, cache_dir=settings.model_dir, local_files_only=True, dtype=dtype
-        ).to(device)
-        if (path / "preprocessor_config.json").exists():
-            self.processor = CLIPImageProcessor.from_pretrained(
-                model_id, cache_dir=settings.model_dir, local_files_only=True
-            )
-        else:  # CLIP's own preprocessing, which the checker was trained with
-            self.processor = CLIPImageProcessor()
-
-    def __call__(self, images: list[Image.Image]) -> list[bool]:
-        import numpy as np
-        import torch
-
-        # CLIP keeps the central square; cropped first, a thin image is not grown to 224
-        # pixels wide along its whole length.
-        squares = [center_square(image) for image in images]
-        pixels = self.processor(squares, return_tensors="pt").pixel_values
-        with torch.inference_mode():
-            _, flags = self.model(
-                images=[np.asarray(image) for image in images],
-                clip_input=pixels.to(self.device, self.dtype),
-            )
-        return [bool(flag) for flag in flags]

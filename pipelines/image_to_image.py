@@ -12,16 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import (
-    GeneratedImages,
-    PromptedDiffusion,
-    generators,
-    image_seeds,
-)
+from pipelines.diffusion import PromptedDiffusion
+from pipelines.generated_images import GeneratedImages, generators, image_seeds
 from pipelines.image_shapes import fit_to_budget
 from runner.errors import InvalidInput
+from runner.media.uploads import Upload
 from runner.schemas import ImageResponse
-from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.image_to_image")
 PIX2PIX = "StableDiffusionInstructPix2PixPipeline"
@@ -82,10 +78,11 @@ class ImageToImage(PromptedDiffusion[ImageToImageParams]):
         image = Image.new("RGB", (width, height))
         return ImageToImageParams(prompt="warm-up", image=image, num_inference_steps=2, seed=0)
 
-    def check(self, params: ImageToImageParams) -> None:
+    def check(self, params: ImageToImageParams) -> ImageToImageParams:
         fields.check_shared(self.settings, params)
         checks.in_range("strength", params.strength, 0, 1)
         self.check_for_model(params)
+        return params
 
     def check_for_model(self, params: BaseModel) -> None:
         """A side under two latent pixels fails inside the UNet (its group norm), so such an

@@ -12,7 +12,7 @@ from pipelines.base import Pipeline, Route
 from pipelines.image_shapes import processor_input
 from runner.cancellation import stopping_criteria
 from runner.device import prepare_model
-from runner.uploads import Upload
+from runner.media.uploads import Upload
 
 log = logging.getLogger("pipelines.image_to_text")
 
@@ -31,7 +31,7 @@ class ImageToTextResponse(BaseModel):
     text: str = Field(description="The generated text.")
 
 
-class ImageToText(Pipeline[ImageToTextParams, str]):
+class ImageToText(Pipeline[ImageToTextParams, ImageToTextParams, str]):
     route = Route(
         path="/image-to-text",
         operation_id="genImageToText",

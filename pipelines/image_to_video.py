@@ -17,11 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import DiffusionPipeline, generators, image_seeds
+from pipelines.diffusion import DiffusionPipeline
+from pipelines.generated_images import generators, image_seeds
 from pipelines.image_shapes import resize
-from runner.media import png_data_urls
+from runner.media.encoding import png_data_urls
+from runner.media.uploads import Upload
 from runner.schemas import Media, VideoResponse
-from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.image_to_video")
 GiB = 1024**3
@@ -141,7 +142,7 @@ class ImageToVideo(DiffusionPipeline[ImageToVideoParams]):
             image=image, width=width, height=height, num_inference_steps=1, seed=0
         )
 
-    def check(self, params: ImageToVideoParams) -> None:
+    def check(self, params: ImageToVideoParams) -> ImageToVideoParams:
         s = self.settings
         fields.check_shared(s, params)
         checks.image_side("width", params.width, s.image_size_min, s.image_size_max)
@@ -149,6 +150,7 @@ class ImageToVideo(DiffusionPipeline[ImageToVideoParams]):
         checks.in_range("fps", params.fps, 1, MAX_FPS)
         checks.in_range("motion_bucket_id", params.motion_bucket_id, 0, MAX_MOTION_BUCKET)
         checks.in_range("noise_aug_strength", params.noise_aug_strength, 0, 1)
+        return params
 
     def decode_chunk(self, width: int, height: int) -> int:
         per_frame = frame_bytes(width, height, self.placement.dtype.itemsize)

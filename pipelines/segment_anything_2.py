@@ -18,8 +18,8 @@ from pipelines.sam2_checkpoint import MetaCheckpoint, find_meta_checkpoint, load
 from runner.device import prepare_model
 from runner.errors import InvalidInput
 from runner.hub import ModelNotFound, locate_model
+from runner.media.uploads import Upload
 from runner.schemas import optional_str
-from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.segment_anything_2")
 MASK_INPUT_SIDE = 256  # SAM's low-resolution mask size
@@ -167,6 +167,14 @@ def parse_prompts(params: SegmentAnything2Params, max_points: int) -> Prompts:
 
 
 @dataclass(frozen=True)
+class SegmentationRequest:
+    """A request as ``predict`` takes it: its prompts parsed once, by ``check``."""
+
+    params: SegmentAnything2Params
+    prompts: Prompts
+
+
+@dataclass(frozen=True)
 class Sam2Source:
     """The snapshot SAM 2 loads from: in transformers' format, or Meta's checkpoint."""
 
@@ -201,7 +209,7 @@ def locate_sam2(model_dir: Path, model_id: str) -> Sam2Source:
         ) from None
 
 
-class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
+class SegmentAnything2(Pipeline[SegmentAnything2Params, SegmentationRequest, Segmentation]):
     route = Route(
         path="/segment-anything-2",
         operation_id="genSegmentAnything2",
@@ -243,11 +251,12 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
 
     def warmup(self) -> None:
         image = Image.new("RGB", (1024, 1024))
-        self.predict(
-            SegmentAnything2Params(image=image, point_coords="[[512, 512]]", point_labels="[1]")
+        params = SegmentAnything2Params(
+            image=image, point_coords="[[512, 512]]", point_labels="[1]"
         )
+        self.predict(SegmentationRequest(params, parse_prompts(params, 1)))
 
-    def check(self, params: SegmentAnything2Params) -> None:
+    def check(self, params: SegmentAnything2Params) -> SegmentationRequest:
         width, height = params.image.size
         limit = self.settings.max_mask_pixels
         if width * height > limit:
@@ -255,12 +264,12 @@ class SegmentAnything2(Pipeline[SegmentAnything2Params, Segmentation]):
                 f"image is {width}x{height} pixels; segment-anything-2 answers masks of the "
                 f"image's size, for images of at most {limit} pixels (MAX_MASK_PIXELS)."
             )
-        parse_prompts(params, self.settings.max_prompt_points)
+        return SegmentationRequest(params, parse_prompts(params, self.settings.max_prompt_points))
 
-    def predict(self, params: SegmentAnything2Params) -> Segmentation:
+    def predict(self, request: SegmentationRequest) -> Segmentation:
         import torch
 
-        prompts = parse_prompts(params, self.settings.max_prompt_points)
+        params, prompts = request.params, request.prompts
         width, height = params.image.size
         image_processor = self.processor.image_processor
         image = processor_input(params.image, image_processor)  # SAM 2 takes a square

@@ -10,12 +10,8 @@ from pydantic import BaseModel, Field
 from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import (
-    GeneratedImages,
-    PromptedDiffusion,
-    generators,
-    image_seeds,
-)
+from pipelines.diffusion import PromptedDiffusion
+from pipelines.generated_images import GeneratedImages, generators, image_seeds
 from runner.schemas import ImageResponse
 
 log = logging.getLogger("pipelines.text_to_image")
@@ -78,12 +74,13 @@ class TextToImage(PromptedDiffusion[TextToImageParams]):
             prompt="warm-up", width=width, height=height, num_inference_steps=1, seed=0
         )
 
-    def check(self, params: TextToImageParams) -> None:
+    def check(self, params: TextToImageParams) -> TextToImageParams:
         s = self.settings
         fields.check_shared(s, params)
         checks.image_side("width", params.width, s.image_size_min, s.image_size_max)
         checks.image_side("height", params.height, s.image_size_min, s.image_size_max)
         self.check_for_model(params)
+        return params
 
     def predict(self, params: TextToImageParams) -> GeneratedImages:
         self.check_for_model(params)

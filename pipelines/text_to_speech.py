@@ -25,7 +25,7 @@ from pipelines.registry import pipeline_tag
 from runner.cancellation import stopping_criteria
 from runner.device import ModelFiles, prepare_model
 from runner.errors import InvalidInput, RunnerError
-from runner.media import data_url
+from runner.media.encoding import data_url
 
 log = logging.getLogger("pipelines.text_to_speech")
 PAUSE_SECONDS = 0.15
@@ -229,7 +229,7 @@ def unservable_reason(model_id: str, model_type: str) -> str | None:
     return None
 
 
-class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
+class TextToSpeech(Pipeline[TextToSpeechParams, TextToSpeechParams, np.ndarray]):
     route = Route(
         path="/text-to-speech",
         operation_id="genTextToSpeech",
@@ -275,9 +275,10 @@ class TextToSpeech(Pipeline[TextToSpeechParams, np.ndarray]):
     def warmup(self) -> None:
         self.predict(TextToSpeechParams(text="Warming up."))
 
-    def check(self, params: TextToSpeechParams) -> None:
+    def check(self, params: TextToSpeechParams) -> TextToSpeechParams:
         checks.non_empty("text", params.text)
         checks.max_length("text", params.text, self.settings.max_text_chars)
+        return params
 
     def _voice(self, description: str) -> str | None:
         voice = description.strip()

@@ -11,16 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import checks
 from pipelines import diffusion_fields as fields
 from pipelines.base import Route
-from pipelines.diffusion import (
-    DiffusionPipeline,
-    GeneratedImages,
-    generators,
-    image_seeds,
-)
+from pipelines.diffusion import DiffusionPipeline
+from pipelines.generated_images import GeneratedImages, generators, image_seeds
 from runner.cancellation import legacy_step_callback
 from runner.errors import InvalidInput
+from runner.media.uploads import Upload
 from runner.schemas import ImageResponse
-from runner.uploads import Upload
 
 log = logging.getLogger("pipelines.upscale")
 SCALE = 4
@@ -68,7 +64,7 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
         image = Image.new("RGB", (width, height))
         return UpscaleParams(prompt="warm-up", image=image, seed=0, num_inference_steps=1)
 
-    def check(self, params: UpscaleParams) -> None:
+    def check(self, params: UpscaleParams) -> UpscaleParams:
         s = self.settings
         fields.check_shared(s, params)
         width, height = params.image.size
@@ -87,6 +83,7 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
                 f"image is {width}x{height}; upscale takes images at most {ratio:g} times as "
                 "long as they are wide (UPSCALE_MAX_ASPECT_RATIO)."
             )
+        return params
 
     def check_for_model(self, params: BaseModel) -> None:
         """The model rounds the input's sides down to multiples of its VAE's scale factor,

@@ -7,24 +7,26 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from pipelines.acceleration_report import Accelerated
 from pipelines.registry import pipeline_class
 from runner import __version__
-from runner.errors import install_error_handlers
+from runner.error_answers import install_error_handlers
 from runner.gate import Gate
 from runner.json_bodies import body_limits
 from runner.live_runner import LiveRunner
+from runner.media.uploads import upload_fields
 from runner.metrics import Metrics
 from runner.routes import declared_error_codes, pipeline_router, system_router
 from runner.runtime import Runtime
 from runner.settings import Settings
-from runner.uploads import upload_fields
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The app serves at once; the model loads in the background when the app starts."""
     pipeline = pipeline_class(settings.pipeline)(settings)
     runtime = Runtime(settings, pipeline)
-    metrics = Metrics(acceleration=pipeline.acceleration_report)
+    accelerated = isinstance(pipeline, Accelerated)  # SFAST/DEEPCACHE apply: diffusion
+    metrics = Metrics(acceleration=pipeline.acceleration_report if accelerated else lambda: None)
     live_runner = LiveRunner(settings, runtime) if settings.live_runner_orchestrator else None
 
     @asynccontextmanager
@@ -49,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.state.live_runner = live_runner
-    install_error_handlers(app)
+    install_error_handlers(app, settings)
     app.include_router(pipeline_router(runtime))
     app.include_router(system_router(runtime, metrics))
     app.add_middleware(

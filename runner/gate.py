@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
@@ -16,16 +15,15 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from runner.auth import CHALLENGE, check_bearer
+from runner.auth import check_bearer
 from runner.cancellation import CancelScope
+from runner.error_answers import error_answer
 from runner.errors import (
     InferenceFailed,
     InvalidInput,
     Overloaded,
     PayloadTooLarge,
     RunnerError,
-    declared_status,
-    error_body,
 )
 from runner.json_bodies import JSON_BODIES_PATH, BodyLimits
 from runner.logs import printable
@@ -304,29 +302,21 @@ class Gate:
             )
 
     async def _refuse(self, error: RunnerError, send: Send) -> None:
-        headers = []
-        if isinstance(error, Overloaded):
-            code = self.runtime.settings.overload_status
-            headers.append((b"retry-after", str(self.runtime.settings.retry_after).encode()))
-        else:
-            code = declared_status(error.status, self.declared)
-            if error.status == 401:
-                headers += [(k.lower().encode(), v.encode()) for k, v in CHALLENGE.items()]
         if isinstance(error, InvalidInput | PayloadTooLarge):
             log.info("refused: %s", error.message)
-        payload = json.dumps(error_body(error.message)).encode()
+        answer = error_answer(error, self.declared, self.runtime.settings)
         await send(
             {
                 "type": "http.response.start",
-                "status": code,
+                "status": answer.status,
                 "headers": [
                     (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    *headers,
+                    (b"content-length", str(len(answer.body)).encode()),
+                    *((k.encode(), v.encode()) for k, v in answer.headers.items()),
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": payload})
+        await send({"type": "http.response.body", "body": answer.body})
 
     def _record(
         self,

@@ -4,7 +4,7 @@ go-livepeer's live runner proxies whatever a client sends, and the network's SDK
 (livepeer-gateway's ``call_runner``) sends JSON only, so a route whose request model declares
 ``Upload`` fields also takes ``application/json``: the same field names, each file as a base64
 data URL (``data:image/png;base64,...``) or plain base64. The decoded bytes meet the same size
-limit and the same decoding as an uploaded file (``runner.uploads``), so every answer is the
+limit and the same decoding as an uploaded file (``runner.media.uploads``), so every answer is the
 one the form would get. ``/openapi.json`` keeps the form only (the AI worker's client is
 generated from it); the JSON forms are published at ``JSON_BODIES_PATH``.
 """
@@ -31,9 +31,9 @@ from pydantic import BaseModel, Field, ValidationError, create_model, model_vali
 
 from runner import __version__
 from runner.errors import InvalidInput
+from runner.media.uploads import Upload, check_size, decode_data, size_limit
 from runner.runtime import Runtime
 from runner.settings import Settings
-from runner.uploads import Upload, check_size, decode_data, size_limit
 
 JSON_BODIES_PATH = "/openapi-json-bodies.json"
 # The longest ``data:<media type>;base64,`` prefix taken; the JSON body limit allows for it.

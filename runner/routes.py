@@ -22,10 +22,10 @@ from runner.json_bodies import (
     json_endpoint,
     json_forms_document,
 )
+from runner.media.uploads import Upload, decode_data, size_limit, upload_fields
 from runner.metrics import Metrics
 from runner.runtime import Runtime
 from runner.schemas import HardwareInformation, HardwareStats, HealthCheck, HTTPError, Version
-from runner.uploads import Upload, decode_upload, upload_fields
 
 ERROR_DESCRIPTIONS = {
     400: "Bad Request",
@@ -113,9 +113,9 @@ def pipeline_router(runtime: Runtime) -> APIRouter:
             log.debug("request id=%s params %s", request.state.request_id, describe(params))
         well_formed(params)
         runtime.check_model_id(params.model_id)
-        pipeline.check(params)
+        parsed = pipeline.check(params)
         timings = request.state.timings
-        body = await runtime.infer(params, timings, request.state.cancel)
+        body = await runtime.infer(parsed, timings, request.state.cancel)
         return Response(
             body, media_type="application/json", headers={"server-timing": timings.header()}
         )
@@ -216,8 +216,10 @@ def _multipart_endpoint(
     async def endpoint(request: Request, **values: object) -> Response:
         cancel = getattr(request.state, "cancel", None)
         for name, upload in uploads.items():
-            values[name] = await decode_upload(
-                runtime.settings, runtime.executor, cancel, name, upload, values[name]
+            file = values[name]
+            data = await file.read(size_limit(runtime.settings, upload.kind) + 1)
+            values[name] = await decode_data(
+                runtime.settings, runtime.executor, cancel, name, upload, data
             )
         return await serve(request, params_model(**values))
 

@@ -28,9 +28,9 @@ from runner.errors import (
     RunnerError,
 )
 from runner.executor import InferenceExecutor
+from runner.media.uploads import upload_fields
 from runner.schemas import HealthStatus
 from runner.settings import Settings
-from runner.uploads import upload_fields
 from runner.warmup import WarmUp
 
 log = logging.getLogger("runner")
@@ -257,9 +257,10 @@ class Runtime:
             )
 
     async def infer(
-        self, params: BaseModel, timings: Timings, cancel: CancelScope | None = None
+        self, params: object, timings: Timings, cancel: CancelScope | None = None
     ) -> bytes:
-        """Run one request through the pipeline; the answer body as JSON bytes.
+        """Run one request (as the pipeline's ``check`` returned it) through the pipeline;
+        the answer body as JSON bytes.
 
         ``cancel`` is current on the inference thread, so the pipeline's checkpoints stop it
         when the client goes away or the deadline passes."""
@@ -292,7 +293,7 @@ class Runtime:
         timings.encode = time.perf_counter() - finished
         return body
 
-    async def _prepare(self, params: BaseModel) -> None:
+    async def _prepare(self, params: object) -> None:
         """The pipeline's ``prepare`` (hub fetches) before the request waits for a slot."""
         loop = asyncio.get_running_loop()
         try:

@@ -16,7 +16,7 @@ from conftest import serving, wait_for_status
 from helpers import max_pixel_difference, pixels
 from PIL import Image
 
-from pipelines.acceleration import (
+from pipelines.compilers import (
     StableFast,
     TorchCompile,
     choose_compiler,

@@ -22,7 +22,7 @@ from conftest import served_over_tcp
 from go_worker import tool
 from helpers import cpu_seconds_during, encode_audio, tone, wait_until
 
-import runner.uploads
+import runner.media.uploads
 from tiny_models import TINY_WHISPER
 
 # The file, shorter: silence in 2.5 ms Opus frames (400 frames a second).
@@ -170,7 +170,7 @@ def test_a_decode_holds_its_place_until_its_thread_ends(server, monkeypatch):
     url, app = server
     executor = app.state.runtime.executor
     reached, release = threading.Event(), threading.Event()
-    decode = runner.uploads.decode_audio
+    decode = runner.media.uploads.decode_audio
 
     def held_decode(data: bytes, max_seconds: float):
         # A step between checkpoints that takes long (it cannot be interrupted).
@@ -179,7 +179,7 @@ def test_a_decode_holds_its_place_until_its_thread_ends(server, monkeypatch):
             release.wait(30)
         return decode(data, max_seconds)
 
-    monkeypatch.setattr(runner.uploads, "decode_audio", held_decode)
+    monkeypatch.setattr(runner.media.uploads, "decode_audio", held_decode)
     wav = encode_audio(tone(1.0), 16_000, "wav", "pcm_s16le")
 
     def second() -> httpx.Response:

@@ -26,7 +26,7 @@ from helpers import decode_image
 from pipelines.registry import pipeline_class
 from runner.app import create_app
 from runner.json_bodies import JSON_BODIES_PATH, MAX_DATA_URL_PREFIX, base64_length
-from runner.uploads import upload_fields
+from runner.media.uploads import upload_fields
 
 KiB = 1024
 FILE_LIMIT = 64 * KiB  # MAX_IMAGE_BYTES and MAX_AUDIO_BYTES here

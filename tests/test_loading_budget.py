@@ -221,7 +221,7 @@ def test_where_compiling_needs_the_device_alone_requests_wait_for_each_warm_up_r
 ):
     """As stable-fast capturing CUDA graphs: another thread's device work during a capture
     fails both. The test's compiler is torch.compile, marked as needing the device alone."""
-    from pipelines.acceleration import TorchCompile
+    from pipelines.compilers import TorchCompile
 
     monkeypatch.setattr(TorchCompile, "exclusive", True)
     caplog.set_level(logging.INFO)

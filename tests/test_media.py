@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner.media import png_bytes, png_data_url, png_data_urls
+from runner.media.encoding import png_bytes, png_data_url, png_data_urls
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])

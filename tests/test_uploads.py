@@ -9,9 +9,9 @@ import pytest
 from helpers import encode_audio, tone
 from PIL import Image
 
-from runner.audio import decode_audio
 from runner.errors import PayloadTooLarge, UnsupportedMedia
-from runner.uploads import decode_image
+from runner.media.audio import decode_audio
+from runner.media.images import decode_image
 
 LIMIT = 40_000_000
 

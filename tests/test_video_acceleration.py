@@ -19,7 +19,7 @@ from conftest import serving, wait_for_status
 from helpers import max_pixel_difference, pixels
 from PIL import Image
 
-from pipelines.acceleration import StableFast
+from pipelines.compilers import StableFast
 from tiny_models import TINY_SVD
 
 FIELDS = {"width": "96", "height": "64", "num_inference_steps": "2", "seed": "4"}
@@ -123,7 +123,7 @@ def test_deepcache_on_svd_runs_the_deep_blocks_every_third_step_and_is_reset_per
 def test_torch_compile_of_svds_unet_gives_the_plain_frames(make_settings, plain, tmp_path):
     import torch
 
-    from pipelines.acceleration import TorchCompile
+    from pipelines.compilers import TorchCompile
 
     settings = svd_settings(
         make_settings,
