@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from pipelines.registry import pipeline_class
+from pipelines.registry import REGISTRY, pipeline_class
 from runner import __version__
 from runner.errors import install_error_handlers
 from runner.gate import Gate
@@ -20,8 +20,15 @@ from runner.settings import Settings
 from runner.uploads import upload_fields
 
 
+def registered_pipelines() -> dict[str, str]:
+    """Each pipeline the registry knows, with its default model: what PIPELINE is checked
+    against and MODEL_ID defaults to."""
+    return {name: entry.default_model for name, entry in REGISTRY.items()}
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The app serves at once; the model loads in the background when the app starts."""
+    settings = settings.for_pipelines(registered_pipelines())
     pipeline = pipeline_class(settings.pipeline)(settings)
     runtime = Runtime(settings, pipeline)
     metrics = Metrics(acceleration=pipeline.acceleration_report)
