@@ -31,7 +31,7 @@ def create_app(settings: Settings) -> FastAPI:
     settings = settings.for_pipelines(registered_pipelines())
     pipeline = pipeline_class(settings.pipeline)(settings)
     runtime = Runtime(settings, pipeline)
-    metrics = Metrics(acceleration=pipeline.acceleration_report)
+    metrics = Metrics(runtime.reading, acceleration=pipeline.acceleration_report)
     live_runner = LiveRunner(settings, runtime) if settings.live_runner_orchestrator else None
 
     @asynccontextmanager
@@ -40,10 +40,10 @@ def create_app(settings: Settings) -> FastAPI:
         if live_runner is not None:
             live_runner.start()
         yield
-        runtime.shutting_down = True
+        runtime.drain()
         if live_runner is not None:
             await live_runner.leave()
-        runtime.executor.shutdown()
+        runtime.close()
 
     app = FastAPI(
         title="Livepeer AI Runner",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import UploadFile
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,8 +21,10 @@ from pydantic import BaseModel
 from runner.audio import decode_audio
 from runner.cancellation import CancelScope, checkpoint, reset_scope, use_scope
 from runner.errors import PayloadTooLarge, RunnerError, UnsupportedMedia
-from runner.executor import InferenceExecutor
 from runner.settings import Settings
+
+if TYPE_CHECKING:
+    from runner.admission import Admission
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
 # The runner's own pixel limit (MAX_IMAGE_PIXELS, checked on the header before any pixel is
@@ -95,7 +97,7 @@ def check_size(name: str, size: int, limit: int) -> None:
 
 async def decode_upload(
     settings: Settings,
-    executor: InferenceExecutor,
+    admission: Admission,
     cancel: CancelScope | None,
     name: str,
     upload: Upload,
@@ -103,18 +105,18 @@ async def decode_upload(
 ) -> Any:
     """The decoded upload, read within its size limit (see ``decode_data``)."""
     data = await file.read(size_limit(settings, upload.kind) + 1)
-    return await decode_data(settings, executor, cancel, name, upload, data)
+    return await decode_data(settings, admission, cancel, name, upload, data)
 
 
 async def decode_data(
     settings: Settings,
-    executor: InferenceExecutor,
+    admission: Admission,
     cancel: CancelScope | None,
     name: str,
     upload: Upload,
     data: bytes,
 ) -> Any:
-    """A file's bytes decoded on one of ``executor``'s threads beside the inference slots,
+    """A file's bytes decoded on one of ``admission``'s threads beside the inference slots,
     with ``cancel`` current there."""
     check_size(name, len(data), size_limit(settings, upload.kind))
     if not data:
@@ -123,7 +125,7 @@ async def decode_data(
         decode, bound = decode_audio, settings.max_audio_seconds
     else:
         decode, bound = decode_image, settings.max_image_pixels
-    return await executor.run_beside(_within, cancel or CancelScope(), decode, data, bound)
+    return await admission.run_beside(_within, cancel or CancelScope(), decode, data, bound)
 
 
 def _within(cancel: CancelScope, decode: Any, data: bytes, bound: Any) -> Any:
