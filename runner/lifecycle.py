@@ -63,10 +63,12 @@ class Lifecycle:
 
     def health(self, busy: bool) -> HealthStatus:
         """The ``/health`` status; ``busy``: whether any place is held."""
-        model = self._model
-        if model is ModelState.FAILED:
+        state = self.state
+        if state is ModelState.FAILED:
             return HealthStatus.ERROR
-        if model in (ModelState.LOADING, ModelState.WARMING):
+        if state is ModelState.DRAINING:
+            state = self._model  # a drain leaves the model's own state to tell
+        if state in (ModelState.LOADING, ModelState.WARMING):
             return HealthStatus.LOADING
         return HealthStatus.OK if busy else HealthStatus.IDLE
 

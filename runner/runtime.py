@@ -29,7 +29,7 @@ from runner.errors import (
     ModelUnavailable,
     RunnerError,
 )
-from runner.lifecycle import Lifecycle
+from runner.lifecycle import Lifecycle, ModelState
 from runner.schemas import HealthStatus
 from runner.settings import Settings
 from runner.uploads import upload_fields
@@ -92,7 +92,7 @@ class Runtime:
         health = self.health()
         if health in (HealthStatus.LOADING, HealthStatus.ERROR):
             return health.value
-        if self.lifecycle.draining:
+        if self.lifecycle.state is ModelState.DRAINING:
             return "DRAINING"
         if self.admission.busy >= self.admission.places:
             return "FULL"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pipelines.registry import REGISTRY
 from runner import __version__
-from runner.app import registered_pipelines
-from runner.settings import SettingsError, load_settings
+from runner.app import create_app, registered_pipelines
+from runner.cli import main
+from runner.settings import Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -134,3 +137,29 @@ def test_a_missing_pipeline_is_named(monkeypatch):
         load_settings(registered_pipelines())
     names = ", ".join(sorted(REGISTRY))
     assert str(caught.value) == f"PIPELINE is not set: it is required (one of {names})"
+
+
+def test_settings_import_nothing_of_the_pipelines():
+    """Settings is a leaf: the pipelines PIPELINE may name are passed in by whoever reads
+    the registry (create_app, ``ai-runner serve``)."""
+    code = "import sys, runner.settings; print(sorted(m for m in sys.modules if 'pipelines' in m))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_app_checks_the_pipeline_against_the_registry():
+    with pytest.raises(SettingsError) as caught:
+        create_app(Settings(pipeline="text-to-everything"))
+    names = ", ".join(sorted(REGISTRY))
+    assert str(caught.value) == (
+        f"invalid setting PIPELINE='text-to-everything': must be one of {names}"
+    )
+
+
+def test_healthcheck_reads_the_port_through_settings(monkeypatch, capsys):
+    monkeypatch.setenv("PORT", "9")  # discard: nothing answers
+    assert main(["healthcheck"]) == 1
+    assert capsys.readouterr().out.startswith("unhealthy: http://127.0.0.1:9/health did not")
+    monkeypatch.setenv("PORT", "http")
+    assert main(["healthcheck"]) == 1
+    assert capsys.readouterr().out.startswith("unhealthy: invalid setting PORT='http'")
