@@ -41,16 +41,14 @@ class Admission:
 
     def check_room(self) -> None:
         """The overload answer when draining or when every place is taken."""
-        if self._lifecycle.draining:
-            raise Overloaded(DRAINING)
+        self._refuse_if_draining()
         if not self._executor.has_room():
             raise self._full()
 
     @contextmanager
     def place(self) -> Iterator[None]:
         """Hold a place for the request within; refused as ``check_room`` refuses."""
-        if self._lifecycle.draining:
-            raise Overloaded(DRAINING)
+        self._refuse_if_draining()
         if not self._executor.try_admit():
             raise self._full()
         try:
@@ -81,6 +79,10 @@ class Admission:
             yield
         finally:
             self._in_flight.discard(entry)
+
+    def _refuse_if_draining(self) -> None:
+        if self._lifecycle.draining:
+            raise Overloaded(DRAINING)
 
     def _full(self) -> AtCapacity:
         return AtCapacity(

@@ -116,7 +116,7 @@ class Runtime:
         self.lifecycle.drain()
 
     def close(self) -> None:
-        self.lifecycle.drain()
+        """The app stopped: the executor's threads are let go."""
         self.admission.close()
 
     # -- loading --------------------------------------------------------------------------
