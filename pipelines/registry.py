@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from runner.settings import SAFETY_CHECKER_ID, SDXL_BASE_ID
+
 if TYPE_CHECKING:
     from pipelines.base import Pipeline
 
@@ -145,11 +147,12 @@ DIFFUSERS_PIPELINES = frozenset(name for name, e in REGISTRY.items() if e.diffus
 # with an external runner's url).
 OTHER_NETWORK_PIPELINES = ("llm", "live-video-to-video")
 
-# The models some pipelines need besides the one asked for.
-SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"  # for safety-checked pipelines
-SDXL_BASE = (
-    "stabilityai/stable-diffusion-xl-base-1.0"  # ByteDance/SDXL-Lightning UNets load into it
-)
+# The models some pipelines need besides the one asked for: the safety checker (for the
+# safety-checked pipelines) and the SDXL base that ByteDance/SDXL-Lightning UNets load into.
+# They are settings an operator may change (SAFETY_CHECKER_ID, SDXL_BASE_ID), so their
+# defaults are written in runner/settings.py, a leaf, and read here.
+SAFETY_CHECKER = SAFETY_CHECKER_ID
+SDXL_BASE = SDXL_BASE_ID
 
 # Diffusers repositories that publish fp16 weights: only those are fetched.
 FP16_MODELS = (

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from pipelines.acceleration_report import Accelerated
-from pipelines.registry import pipeline_class
+from pipelines.registry import REGISTRY, pipeline_class
 from runner import __version__
 from runner.error_answers import install_error_handlers
 from runner.gate import Gate
@@ -21,12 +21,22 @@ from runner.runtime import Runtime
 from runner.settings import Settings
 
 
+def registered_pipelines() -> dict[str, str]:
+    """Each pipeline the registry knows, with its default model: what PIPELINE is checked
+    against and MODEL_ID defaults to."""
+    return {name: entry.default_model for name, entry in REGISTRY.items()}
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The app serves at once; the model loads in the background when the app starts."""
+    settings = settings.for_pipelines(registered_pipelines())
     pipeline = pipeline_class(settings.pipeline)(settings)
     runtime = Runtime(settings, pipeline)
     accelerated = isinstance(pipeline, Accelerated)  # SFAST/DEEPCACHE apply: diffusion
-    metrics = Metrics(acceleration=pipeline.acceleration_report if accelerated else lambda: None)
+    metrics = Metrics(
+        runtime.reading,
+        acceleration=pipeline.acceleration_report if accelerated else lambda: None,
+    )
     live_runner = LiveRunner(settings, runtime) if settings.live_runner_orchestrator else None
 
     @asynccontextmanager
@@ -35,10 +45,10 @@ def create_app(settings: Settings) -> FastAPI:
         if live_runner is not None:
             live_runner.start()
         yield
-        runtime.shutting_down = True
+        runtime.drain()
         if live_runner is not None:
             await live_runner.leave()
-        runtime.executor.shutdown()
+        runtime.close()
 
     app = FastAPI(
         title="Livepeer AI Runner",

@@ -15,11 +15,12 @@ def _serve(_: argparse.Namespace) -> int:
     # (runner/hub.py), unless the operator sets HF_HUB_OFFLINE=1. Set before any hub import.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from runner.app import registered_pipelines
     from runner.logs import configure_logging
     from runner.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings()
+        settings = load_settings(registered_pipelines())
     except SettingsError as exc:
         print(f"ai-runner: error: {exc}", file=sys.stderr)
         return 2
@@ -34,7 +35,15 @@ def _healthcheck(args: argparse.Namespace) -> int:
     """For Docker's HEALTHCHECK: healthy while the runner answers and is not ERROR."""
     import httpx
 
-    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health"
+    from runner.settings import ServerSettings, SettingsError, load_group
+
+    url = args.url
+    if url is None:
+        try:
+            url = f"http://127.0.0.1:{load_group(ServerSettings).port}/health"
+        except SettingsError as exc:
+            print(f"unhealthy: {exc}")
+            return 1
     try:
         status = httpx.get(url, timeout=5.0).json()["status"]
     except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -46,8 +55,16 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from runner.check_config import run
+    from runner.settings import HubSettings, SettingsError, load_group
 
-    model_dir = Path(args.models_dir or os.environ.get("MODEL_DIR") or "~/.lpData/models")
+    try:
+        hub = load_group(HubSettings)
+    except SettingsError as exc:
+        print(f"ai-runner: error: {exc}", file=sys.stderr)
+        return 2
+    # An operator's models folder is go-livepeer's default, not the container's /models.
+    given = "model_dir" in hub.model_fields_set
+    model_dir = Path(args.models_dir or (hub.model_dir if given else "~/.lpData/models"))
     return run(Path(args.config), model_dir.expanduser(), args.gpus)
 
 

@@ -1,5 +1,7 @@
 """The ASGI gate in front of the app: request ids, auth, admission, body limits, logs, metrics.
 
+Every request's metrics are recorded here, once, when it ends (``Metrics.record_request``).
+
 It runs before FastAPI reads a body, so a request refused for its token or because the
 runner is full costs nothing: no body is read, no model is touched.
 """
@@ -15,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from runner.admission import AtCapacity
 from runner.auth import check_bearer
 from runner.cancellation import CancelScope
 from runner.error_answers import error_answer
@@ -28,7 +31,7 @@ from runner.errors import (
 from runner.json_bodies import JSON_BODIES_PATH, BodyLimits
 from runner.logs import printable
 from runner.memory import Trimmer
-from runner.metrics import Metrics
+from runner.metrics import Metrics, RequestRecord
 from runner.runtime import Runtime, Timings
 
 Scope = MutableMapping[str, Any]
@@ -89,9 +92,7 @@ class Gate:
         self.trimmer = Trimmer(
             runtime.settings.memory_trim_bytes,
             metrics.memory_trims.inc,
-            busy=lambda: bool(
-                runtime.in_flight or runtime.bodies_in_transit or runtime.executor.busy
-            ),
+            busy=lambda: not runtime.admission.idle,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,7 +109,7 @@ class Gate:
         path = normalise(scope["path"])
         logged_path = printable(path)
         started = time.perf_counter()
-        status = {"code": 500, "started": False, "answer_bytes": 0}
+        status = {"code": 500, "started": False, "answer_bytes": 0, "at_capacity": False}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -143,6 +144,7 @@ class Gate:
         except ClientGone:
             status["code"] = CLIENT_CLOSED
         except RunnerError as error:
+            status["at_capacity"] = isinstance(error, AtCapacity)
             await self._refuse(error, send_with_id)
         except Exception:
             log.exception("request id=%s failed", request_id)
@@ -159,6 +161,7 @@ class Gate:
                 is_pipeline,
                 scope["state"].get("cancel"),
                 printable(session, 64),
+                status["at_capacity"],
             )
             if is_pipeline:
                 moved = max(scope["state"].get("body_bytes", 0), status["answer_bytes"])
@@ -170,42 +173,15 @@ class Gate:
         """Refuse at once when full; read the body without holding a place (a body trickling
         in must not keep legitimate requests out), bounded by ``MAX_BODIES_IN_TRANSIT``,
         ``MIN_BODY_RATE`` and ``BODY_TIMEOUT``; then take a place and run."""
-        runtime = self.runtime
-        self._refuse_if_full()
-        if runtime.bodies_in_transit >= runtime.settings.max_bodies_in_transit:
-            self.metrics.overloads.inc()
-            raise Overloaded(
-                f"The runner is receiving {runtime.bodies_in_transit} request bodies already "
-                "(MAX_BODIES_IN_TRANSIT); retry later."
-            )
-        runtime.bodies_in_transit += 1
-        try:
+        admission = self.runtime.admission
+        admission.check_room()
+        with admission.receiving_body():
             body = await self._read_body(receive, headers)
-        finally:
-            runtime.bodies_in_transit -= 1
         if body is None:  # the client went away before sending its whole body
             raise ClientGone()
-        self._refuse_if_full(admit=True)
-        try:
+        with admission.place():
             scope["state"]["body_bytes"] = len(body)
             await self._run_until_disconnect(scope, body, receive, send)
-        finally:
-            runtime.executor.release()
-
-    def _refuse_if_full(self, admit: bool = False) -> None:
-        """The overload answer when draining or when every place is taken; with ``admit``,
-        take a place (the caller releases it)."""
-        runtime = self.runtime
-        if runtime.shutting_down:
-            raise Overloaded("The runner is shutting down; send the request elsewhere.")
-        executor = runtime.executor
-        has_room = executor.try_admit() if admit else executor.has_room()
-        if not has_room:
-            self.metrics.overloads.inc()
-            raise Overloaded(
-                f"The runner is at capacity ({executor.capacity} running, "
-                f"{executor.max_queue} queued); retry later."
-            )
 
     async def _run_until_disconnect(
         self, scope: Scope, body: bytes, receive: Receive, send: Send
@@ -230,27 +206,25 @@ class Gate:
 
         app = asyncio.ensure_future(self.app(scope, _replay(body, gone), send_until_answered))
         watcher = asyncio.ensure_future(watch())
-        in_flight = (cancel, app)
-        self.runtime.in_flight.add(in_flight)
         try:
-            await asyncio.wait({app, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if cancel.stopped_by == "shutdown" and not answered.is_set():
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await app
-                raise Overloaded(SHUTDOWN_CUT_OFF)
-            if gone.is_set() and not app.done():
-                cancel.cancel()
-                app.cancel()
-                log.info(
-                    "request id=%s cancelled: the client disconnected",
-                    scope["state"]["request_id"],
-                )
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await app
-                raise ClientGone()
-            await app
+            with self.runtime.admission.in_flight(cancel, app):
+                await asyncio.wait({app, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if cancel.stopped_by == "shutdown" and not answered.is_set():
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await app
+                    raise Overloaded(SHUTDOWN_CUT_OFF)
+                if gone.is_set() and not app.done():
+                    cancel.cancel()
+                    app.cancel()
+                    log.info(
+                        "request id=%s cancelled: the client disconnected",
+                        scope["state"]["request_id"],
+                    )
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await app
+                    raise ClientGone()
+                await app
         finally:
-            self.runtime.in_flight.discard(in_flight)
             watcher.cancel()
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
@@ -328,20 +302,23 @@ class Gate:
         timings: Timings,
         is_pipeline: bool,
         cancel: CancelScope | None,
-        session: str = "",
+        session: str,
+        at_capacity: bool,
     ) -> None:
         total = time.perf_counter() - started
-        route = path if is_pipeline else "other"
         # A request whose client left is dropped whatever stage it had reached.
         stopped_by = "disconnect" if code == CLIENT_CLOSED else cancel and cancel.stopped_by
-        if stopped_by:
-            self.metrics.cancellations.labels(reason=stopped_by).inc()
-        self.metrics.requests.labels(route=route, status=str(code)).inc()
-        if is_pipeline:
-            self.metrics.request_seconds.labels(route=route).observe(total)
-            if timings.inference:
-                self.metrics.queue_seconds.labels(route=route).observe(timings.queue)
-                self.metrics.inference_seconds.labels(route=route).observe(timings.inference)
+        self.metrics.record_request(
+            RequestRecord(
+                route=path if is_pipeline else None,
+                status=code,
+                seconds=total,
+                queue_seconds=timings.queue,
+                inference_seconds=timings.inference,
+                stopped_by=stopped_by or None,
+                at_capacity=at_capacity,
+            )
+        )
         log.info(
             "request id=%s%s %s %s status=%d total_ms=%.1f queue_ms=%.1f inference_ms=%.1f "
             "encode_ms=%.1f",

@@ -202,7 +202,7 @@ def json_endpoint(
             limit = size_limit(settings, upload.kind)
             content = await run_in_threadpool(decoded_base64, name, values[name], limit)
             values[name] = await decode_data(
-                settings, runtime.executor, cancel, name, upload, content
+                settings, runtime.admission, cancel, name, upload, content
             )
         return await serve(request, params(**values))
 

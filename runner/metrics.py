@@ -1,8 +1,14 @@
-"""Prometheus metrics, in a registry of the app's own (so several apps can live in one process)."""
+"""Prometheus metrics, in a registry of the app's own (so several apps can live in one process).
+
+The one place metrics are recorded: each request once, when it ends (``record_request``, from
+the gate); the runner's state read from the runtime whenever ``/metrics`` is scraped.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +28,9 @@ from prometheus_client.registry import Collector
 
 from pipelines.acceleration_report import AccelerationReport
 from runner.schemas import HealthStatus
+
+if TYPE_CHECKING:
+    from runner.runtime import Reading
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
@@ -63,10 +72,26 @@ class AccelerationCollector(Collector):
             )
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One answered request, as the gate saw it end."""
+
+    route: str | None  # the pipeline route; None for any other path
+    status: int  # 499 when the client went away
+    seconds: float
+    queue_seconds: float
+    inference_seconds: float  # 0 when it never ran
+    stopped_by: str | None  # "disconnect", "deadline" or "shutdown" when it was cancelled
+    at_capacity: bool  # refused because every place was taken
+
+
 class Metrics:
     def __init__(
-        self, acceleration: Callable[[], AccelerationReport | None] = lambda: None
+        self,
+        reading: Callable[[], Reading],
+        acceleration: Callable[[], AccelerationReport | None] = lambda: None,
     ) -> None:
+        self._reading = reading
         self.registry = CollectorRegistry()
         r = self.registry
         r.register(AccelerationCollector(acceleration))
@@ -131,5 +156,26 @@ class Metrics:
             registry=r,
         )
 
+    def record_request(self, record: RequestRecord) -> None:
+        route = record.route or "other"
+        if record.stopped_by:
+            self.cancellations.labels(reason=record.stopped_by).inc()
+        if record.at_capacity:
+            self.overloads.inc()
+        self.requests.labels(route=route, status=str(record.status)).inc()
+        if record.route is not None:
+            self.request_seconds.labels(route=route).observe(record.seconds)
+            if record.inference_seconds:
+                self.queue_seconds.labels(route=route).observe(record.queue_seconds)
+                self.inference_seconds.labels(route=route).observe(record.inference_seconds)
+
     def render(self) -> bytes:
+        """The exposition, with the runner's state as it is now."""
+        now = self._reading()
+        self.health.state(now.health.value)
+        self.queue_depth.set(now.waiting)
+        self.in_flight.set(now.running)
+        self.warmup_running.set(int(now.warmup_running))
+        if now.load_seconds is not None:
+            self.load_seconds.set(now.load_seconds)
         return generate_latest(self.registry)

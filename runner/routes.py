@@ -91,12 +91,6 @@ def system_router(runtime: Runtime, metrics: Metrics) -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        metrics.health.state(runtime.health().value)
-        metrics.queue_depth.set(runtime.executor.waiting)
-        metrics.in_flight.set(runtime.executor.running)
-        metrics.warmup_running.set(int(runtime.warmup_running))
-        if runtime.load_seconds is not None:
-            metrics.load_seconds.set(runtime.load_seconds)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return router
@@ -219,7 +213,7 @@ def _multipart_endpoint(
             file = values[name]
             data = await file.read(size_limit(runtime.settings, upload.kind) + 1)
             values[name] = await decode_data(
-                runtime.settings, runtime.executor, cancel, name, upload, data
+                runtime.settings, runtime.admission, cancel, name, upload, data
             )
         return await serve(request, params_model(**values))
 

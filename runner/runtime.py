@@ -1,6 +1,8 @@
-"""The live state of one runner: its pipeline, the model load, the executor, and health.
+"""The live state of one runner: its pipeline, the model's life, admission, and health.
 
-Health is derived from this state whenever it is asked for, never stored separately.
+The runtime owns the model's ``Lifecycle`` (it loads and warms the model, fails it on an
+unrecoverable device error, drains it on shutdown) and the ``Admission`` in front of the
+executor. Health and readiness are derived from them whenever asked for, never stored.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import Enum
 
 import orjson
 from pydantic import BaseModel
 
 from pipelines.base import Pipeline
 from pipelines.registry import ACCELERATED_PIPELINES
+from runner.admission import Admission
 from runner.cancellation import CancelScope, reset_scope, use_scope
 from runner.device import DeviceUnusable, configure_torch, free_memory, guarded, is_unrecoverable
 from runner.errors import (
@@ -27,7 +29,7 @@ from runner.errors import (
     ModelUnavailable,
     RunnerError,
 )
-from runner.executor import InferenceExecutor
+from runner.lifecycle import Lifecycle, ModelState
 from runner.media.uploads import upload_fields
 from runner.schemas import HealthStatus
 from runner.settings import Settings
@@ -36,12 +38,6 @@ from runner.warmup import WarmUp
 log = logging.getLogger("runner")
 # go-livepeer destroys a container that says LOADING longer (ai/worker/docker.go containerTimeout).
 WORKER_LOADING_LIMIT = 180.0
-
-
-class LoadState(Enum):
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
 
 
 @dataclass
@@ -58,38 +54,37 @@ class Timings:
         return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in parts.items())
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The runner's state at one moment, as ``/metrics`` shows it."""
+
+    health: HealthStatus
+    waiting: int  # requests waiting for a slot
+    running: int  # inferences running
+    warmup_running: bool
+    load_seconds: float | None
+
+
 class Runtime:
     def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
         self.settings = settings
         self.pipeline = pipeline
-        self.executor = InferenceExecutor(settings.capacity, settings.max_queue)
+        self.lifecycle = Lifecycle()
+        self.admission = Admission(settings, self.lifecycle)
         # One thread per admitted request at most: a request waiting for a download never
         # keeps another from being prepared.
         self._preparing = ThreadPoolExecutor(
             settings.capacity + settings.max_queue, thread_name_prefix="prepare"
         )
-        self.load_state = LoadState.LOADING
-        self.load_error: str | None = None
-        self.fatal: str | None = None
         self.load_seconds: float | None = None
         # The LOADING budget counts from here; the server sets it to the process's start.
         self.started = time.monotonic()
         self._warmup: WarmUp | None = None
-        self.shutting_down = False
-        self.bodies_in_transit = 0  # pipeline request bodies being read, before a place
-        # Pipeline requests past the gate: (their cancel scope, their task), for the shutdown.
-        self.in_flight: set[tuple[CancelScope, asyncio.Future]] = set()
-        self._ready: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- health ---------------------------------------------------------------------------
 
     def health(self) -> HealthStatus:
-        if self.load_state is LoadState.FAILED or self.fatal is not None:
-            return HealthStatus.ERROR
-        if self.load_state is LoadState.LOADING:
-            return HealthStatus.LOADING
-        return HealthStatus.OK if self.executor.busy > 0 else HealthStatus.IDLE
+        return self.lifecycle.health(busy=self.admission.busy > 0)
 
     def readiness(self) -> str | None:
         """Why a new request could not be taken now, or None when it could: for ``/ready``,
@@ -97,41 +92,38 @@ class Runtime:
         health = self.health()
         if health in (HealthStatus.LOADING, HealthStatus.ERROR):
             return health.value
-        if self.shutting_down:
+        if self.lifecycle.state is ModelState.DRAINING:
             return "DRAINING"
-        if self.executor.busy >= self.executor.capacity + self.executor.max_queue:
+        if self.admission.busy >= self.admission.places:
             return "FULL"
         return None
+
+    def reading(self) -> Reading:
+        return Reading(
+            health=self.health(),
+            waiting=self.admission.waiting,
+            running=self.admission.running,
+            warmup_running=self.warmup_running,
+            load_seconds=self.load_seconds,
+        )
 
     @property
     def warmup_running(self) -> bool:
         return self._warmup is not None and self._warmup.running
 
-    def cut_off_in_flight(self) -> int:
-        """The shutdown grace is over: stop every request still queued or running (running
-        ones at their next step); each is answered with the overload answer. How many."""
-        cut = list(self.in_flight)
-        for cancel, task in cut:
-            cancel.cancel("shutdown")
-            task.cancel()
-        return len(cut)
+    def drain(self) -> None:
+        """SIGTERM, or the app stopping: no new requests from now on."""
+        self.lifecycle.drain()
 
-    def mark_unusable(self, reason: str) -> None:
-        """The device cannot serve again without a restart: /health says ERROR from now on.
-
-        Only for errors the next request cannot survive (``DeviceUnusable``); never for out
-        of memory, which the next request survives: one caller must not be able to have the
-        worker take the container down."""
-        if self.fatal is None:
-            self.fatal = reason
-            log.error("error: %s; the runner must be restarted", reason)
+    def close(self) -> None:
+        """The app stopped: the executor's threads are let go."""
+        self.admission.close()
 
     # -- loading --------------------------------------------------------------------------
 
     def start_loading(self) -> None:
         """Load the model on a background thread; the server answers meanwhile."""
-        self._loop = asyncio.get_running_loop()
-        self._ready = asyncio.Event()
+        self.lifecycle.watch_load()
         threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
     def _load(self) -> None:
@@ -163,10 +155,10 @@ class Runtime:
             loaded = time.perf_counter() - started
             warmed = self._warm_up() if settings.warmup else True
         except RunnerError as exc:
-            self._finish_load(LoadState.FAILED, exc.message)
+            self._load_failed(exc.message)
         except Exception as exc:  # the cause goes to the log, with its traceback
             log.exception("model load crashed")
-            self._finish_load(LoadState.FAILED, f"{type(exc).__name__}: {exc}")
+            self._load_failed(f"{type(exc).__name__}: {exc}")
         else:
             self.load_seconds = time.perf_counter() - started
             warm_up = (
@@ -181,7 +173,7 @@ class Runtime:
                 loaded,
                 warm_up,
             )
-            self._finish_load(LoadState.READY, None)
+            self.lifecycle.ready()
             log.info("try it: %s", self.example_curl())
 
     def _warm_up(self) -> bool:
@@ -196,6 +188,7 @@ class Runtime:
                 WORKER_LOADING_LIMIT,
             )
         log.info("warming up %s", self.pipeline.describe())
+        self.lifecycle.warming()
         self._warmup = WarmUp(self.pipeline.warmup, self._warmup_failed)
         self._warmup.start()
         if self._warmup.wait(self.started + budget):
@@ -213,17 +206,13 @@ class Runtime:
         """A warm-up that failed after the runner went ready: the device may be unusable;
         otherwise requests show what the warm-up ran into."""
         if isinstance(exc, DeviceUnusable) or is_unrecoverable(exc):
-            self.mark_unusable(f"unrecoverable device error in the warm-up: {exc}")
+            self.lifecycle.unusable(f"unrecoverable device error in the warm-up: {exc}")
         else:
             free_memory()
 
-    def _finish_load(self, state: LoadState, failure: str | None) -> None:
-        if failure is not None:
-            log.error("error: loading %s failed: %s", self.settings.model_id, failure)
-        self.load_error = failure
-        self.load_state = state
-        if self._loop is not None and self._ready is not None:
-            self._loop.call_soon_threadsafe(self._ready.set)
+    def _load_failed(self, failure: str) -> None:
+        log.error("error: loading %s failed: %s", self.settings.model_id, failure)
+        self.lifecycle.load_failed(failure)
 
     def example_curl(self) -> str:
         route = self.pipeline.route
@@ -241,11 +230,9 @@ class Runtime:
 
     async def wait_ready(self) -> None:
         """Wait for the load to end; a request that arrived while loading then runs."""
-        if self._ready is not None:
-            await self._ready.wait()
-        if self.load_state is not LoadState.READY:
+        if not await self.lifecycle.wait_loaded():
             raise ModelUnavailable(
-                f"Model {self.settings.model_id} failed to load: {self.load_error}"
+                f"Model {self.settings.model_id} failed to load: {self.lifecycle.load_error}"
             )
 
     # -- requests -------------------------------------------------------------------------
@@ -283,9 +270,9 @@ class Runtime:
         await self.wait_ready()
         await self._prepare(params)
         try:
-            output = await self.executor.run(timed_predict)
+            output = await self.admission.run(timed_predict)
         except DeviceUnusable as exc:
-            self.mark_unusable(exc.message)
+            self.lifecycle.unusable(exc.message)
             raise
         finished = time.perf_counter()
         timings.queue = finished - arrived - timings.inference

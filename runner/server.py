@@ -53,7 +53,6 @@ class Server(uvicorn.Server):
         self.runtime = runtime
         self.live_runner = live_runner
         self.grace = grace
-        self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list | None = None) -> None:
@@ -62,11 +61,10 @@ class Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         name = signal.Signals(sig).name
-        if self.draining or self.should_exit:
+        if self.runtime.lifecycle.draining or self.should_exit:
             log.warning("second %s: exiting now", name)
             _exit_now()
-        self.draining = True
-        self.runtime.shutting_down = True
+        self.runtime.drain()
         log.info("%s: no new requests; waiting up to %.0fs for those in flight", name, self.grace)
         timer = threading.Timer(self.grace + CUT_OFF_FLUSH + BACKSTOP, _backstop)
         timer.daemon = True
@@ -80,19 +78,19 @@ class Server(uvicorn.Server):
         if self.live_runner is not None:  # out of the orchestrator's discovery first
             await self.live_runner.leave()
         loop = asyncio.get_running_loop()
-        executor = self.runtime.executor
+        admission = self.runtime.admission
         deadline = loop.time() + self.grace
-        while executor.busy and loop.time() < deadline:
+        while admission.busy and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        if executor.busy:
-            cut = self.runtime.cut_off_in_flight()
+        if admission.busy:
+            cut = admission.cut_off_in_flight()
             log.warning(
                 "shutdown grace period over: %d request(s) still in flight answered 500 "
                 "with Retry-After",
                 cut,
             )
             flushed = loop.time() + CUT_OFF_FLUSH
-            while self.runtime.in_flight and loop.time() < flushed:
+            while admission.answering and loop.time() < flushed:
                 await asyncio.sleep(0.02)
         self.should_exit = True
 
@@ -139,7 +137,7 @@ def serve(settings: Settings) -> None:
         settings.model_id,
     )
     server.run()
-    cut_off = app.state.runtime.executor.running
+    cut_off = app.state.runtime.admission.running
     if cut_off:
         log.warning("shutdown grace period over: exiting with %d inference(s) unfinished", cut_off)
     log.info("stopped")

@@ -76,9 +76,9 @@ def test_a_client_that_disconnects_mid_inference_stops_it_at_the_next_step(serve
         assert watch.reached.wait(60)
         sock.close()
         runtime = app.state.runtime
-        wait_until(lambda: runtime.executor.admitted == 0)  # the server noticed the close
+        wait_until(lambda: runtime.admission.admitted == 0)  # the server noticed the close
         watch.release.set()
-        wait_until(lambda: runtime.executor.running == 0 and runtime.executor.admitted == 0)
+        wait_until(lambda: runtime.admission.running == 0 and runtime.admission.admitted == 0)
         assert watch.calls <= 4  # stopped within one step of 150
         cancelled = 'runner_cancelled_requests_total{reason="disconnect"}'
         assert metric(url, cancelled) == 1
@@ -98,12 +98,12 @@ def test_an_orphaned_inference_keeps_health_ok_and_its_place_until_its_thread_en
         sock = send_and_hang_up_later(url, LONG)
         assert watch.reached.wait(60)
         sock.close()
-        wait_until(lambda: runtime.executor.admitted == 0)  # the request itself is over
+        wait_until(lambda: runtime.admission.admitted == 0)  # the request itself is over
         assert httpx.get(url + "/health").json() == {"status": "OK"}
-        assert runtime.executor.busy == 1 and runtime.executor.running == 1
+        assert runtime.admission.busy == 1 and runtime.admission.running == 1
         watch.release.set()
         wait_until(lambda: httpx.get(url + "/health").json() == {"status": "IDLE"})
-        assert runtime.executor.busy == 0 and runtime.executor.running == 0
+        assert runtime.admission.busy == 0 and runtime.admission.running == 0
     finally:
         watch.remove()
 
@@ -122,10 +122,10 @@ def test_a_client_that_disconnects_while_queued_is_dropped_from_the_queue(server
         first.start()
         assert watch.reached.wait(60)
         queued = send_and_hang_up_later(url, LONG)
-        wait_until(lambda: runtime.executor.waiting == 1)
+        wait_until(lambda: runtime.admission.waiting == 1)
         queued.close()
-        wait_until(lambda: runtime.executor.waiting == 0)
-        assert runtime.executor.admitted == 1  # only the running request holds a place
+        wait_until(lambda: runtime.admission.waiting == 0)
+        assert runtime.admission.admitted == 1  # only the running request holds a place
         watch.release.set()
         first.join(60)
         assert watch.calls == alone.calls  # the first request's steps; the dropped one never ran
@@ -149,10 +149,10 @@ def test_a_client_that_hangs_up_before_sending_its_whole_body_is_counted_499_not
         b"POST /text-to-image HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b'Content-Length: 1000\r\n\r\n{"prompt": '
     )
-    wait_until(lambda: runtime.bodies_in_transit == 1)
+    wait_until(lambda: runtime.admission.bodies_in_transit == 1)
     sock.close()
     wait_until(lambda: metric(url, names[499]) == before[names[499]] + 1)
-    assert runtime.executor.admitted == 0
+    assert runtime.admission.admitted == 0
     assert metric(url, names[500]) == before[names[500]]
     assert metric(url, cancelled) == before[cancelled] + 1
     assert httpx.post(url + "/text-to-image", json=SMALL, timeout=60).status_code == 200

@@ -136,7 +136,7 @@ def test_a_trickling_body_is_refused_at_the_minimum_rate(server):
     sock.settimeout(5)
     answer += sock.recv(65536)
     assert b"Request body arriving too slowly" in answer
-    assert app.state.runtime.executor.admitted == 0
+    assert app.state.runtime.admission.admitted == 0
 
 
 def test_past_the_cap_the_oldest_waiting_connection_makes_room(make_settings):
@@ -175,7 +175,7 @@ def test_bodies_in_transit_do_not_keep_legitimate_requests_out(make_settings):
             sock.sendall(request_head(10_000) + b'{"prompt": ')
         runtime = app.state.runtime
         deadline = time.monotonic() + 10
-        while runtime.bodies_in_transit < 3:
+        while runtime.admission.bodies_in_transit < 3:
             assert time.monotonic() < deadline, "the slow bodies never arrived"
             time.sleep(0.02)
         answer = httpx.post(
@@ -185,6 +185,6 @@ def test_bodies_in_transit_do_not_keep_legitimate_requests_out(make_settings):
             timeout=60,
         )
         assert answer.status_code == 200, answer.text
-        assert runtime.bodies_in_transit == 3 and runtime.executor.admitted == 0
+        assert runtime.admission.bodies_in_transit == 3 and runtime.admission.admitted == 0
         for sock in slow:
             sock.close()

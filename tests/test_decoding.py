@@ -149,7 +149,7 @@ def test_an_abandoned_upload_stops_decoding_within_a_second(server, tiny_frames)
     """Finding 5: a client that left after uploading had its place freed at once while its
     decode ran on (four such uploads burned 123 s of CPU)."""
     url, app = server
-    executor = app.state.runtime.executor
+    admission = app.state.runtime.admission
     cpu_before = time.process_time()
     sock = send_and_hang_up_later(url, tiny_frames)
     try:
@@ -157,7 +157,7 @@ def test_an_abandoned_upload_stops_decoding_within_a_second(server, tiny_frames)
     finally:
         sock.close()
     closed = time.monotonic()
-    wait_until(lambda: executor.busy == 0, timeout=5)
+    wait_until(lambda: admission.busy == 0, timeout=5)
     assert time.monotonic() - closed < 1.0
     # Nothing runs on: the process is idle.
     assert cpu_seconds_during(0.5) < 0.1
@@ -168,7 +168,7 @@ def test_a_decode_holds_its_place_until_its_thread_ends(server, monkeypatch):
     """Finding 5: with CAPACITY=1 and MAX_QUEUE=0 a decode whose client left no longer held
     the place: /health said IDLE and a second request was let in beside it."""
     url, app = server
-    executor = app.state.runtime.executor
+    admission = app.state.runtime.admission
     reached, release = threading.Event(), threading.Event()
     decode = runner.media.uploads.decode_audio
 
@@ -194,7 +194,7 @@ def test_a_decode_holds_its_place_until_its_thread_ends(server, monkeypatch):
     finally:
         sock.close()
     try:
-        wait_until(lambda: executor.admitted == 0)  # the first request itself is over
+        wait_until(lambda: admission.admitted == 0)  # the first request itself is over
         assert httpx.get(url + "/health").json() == {"status": "OK"}
         refused = second()
         assert (refused.status_code, refused.json()) == (500, OVERLOAD)

@@ -25,6 +25,7 @@ from conftest import RunnerProcess, serving
 from helpers import decode_image, pixels
 from stand_in_hub import StandInHub
 
+from runner.app import registered_pipelines
 from runner.hub import Downloads, FetchFailed, Hub, cache_folder, locate_model
 from runner.settings import Settings, SettingsError, load_settings
 from tiny_models import (
@@ -402,10 +403,10 @@ def test_hf_endpoint_and_token_are_read_once_in_settings(monkeypatch):
     monkeypatch.setenv("PIPELINE", "text-to-image")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9/")
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    settings = load_settings()
+    settings = load_settings(registered_pipelines())
     assert settings.hf_endpoint == "http://127.0.0.1:9"
     assert settings.hub_token == "hf_secret"
     assert "hf_secret" not in repr(settings)
     monkeypatch.setenv("HF_ENDPOINT", "huggingface.co")
     with pytest.raises(SettingsError, match="invalid setting HF_ENDPOINT='huggingface.co'"):
-        load_settings()
+        load_settings(registered_pipelines())

@@ -30,6 +30,7 @@ from stand_in_orchestrator import StandInOrchestrator, go_decode, go_duration_te
 from runner import hardware
 from runner.app import create_app
 from runner.cli import main
+from runner.lifecycle import Lifecycle
 from runner.live_runner import go_duration, process_gpu
 from runner.schemas import GPUComputeInfo
 from runner.server import uvicorn_config
@@ -140,11 +141,15 @@ def test_registers_only_when_ready_then_heartbeats_and_leaves(make_settings, cap
         assert entry["url"] == f"{orch.url}/apps/{runner.runner_id}/app"
 
         # Readiness that changes is announced at once, not at the next 30-second interval.
+        # A device failure is for good; a failed lifecycle stands in for one, then is taken
+        # away again, so the test sees the status change both ways.
         runtime = app.state.runtime
-        runtime.fatal = "stand-in device failure"
+        healthy, failed = runtime.lifecycle, Lifecycle()
+        failed.unusable("stand-in device failure")
+        runtime.lifecycle = failed
         orch.wait_for(lambda: orch.discovery() == [], timeout=5, what="status unavailable")
         assert ("heartbeat", runner.runner_id, "unavailable") in orch.events
-        runtime.fatal = None
+        runtime.lifecycle = healthy
         orch.wait_for(lambda: orch.discovery() != [], timeout=5, what="status ready again")
         heartbeats = orch.count("heartbeat")
         assert heartbeats == 2, orch.events

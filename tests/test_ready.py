@@ -44,7 +44,7 @@ def test_a_full_or_draining_runner_is_not_ready(make_settings):
         assert done.wait(120)
         wait_for_status(client, {"IDLE"})
         assert client.get("/ready").status_code == 200
-        runtime.shutting_down = True  # what SIGTERM sets
+        runtime.drain()  # what SIGTERM does
         draining = client.get("/ready")
         assert draining.status_code == 503 and draining.json()["status"] == "DRAINING"
         assert client.get("/health").json() == {"status": "IDLE"}  # /health is unchanged

@@ -11,16 +11,18 @@ stops at its next checkpoint once the request is cancelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from runner.cancellation import CancelScope, reset_scope, use_scope
 from runner.errors import PayloadTooLarge, UnsupportedMedia
-from runner.executor import InferenceExecutor
 from runner.media.audio import decode_audio
 from runner.media.images import decode_image
 from runner.settings import Settings
+
+if TYPE_CHECKING:
+    from runner.admission import Admission
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,13 @@ def check_size(name: str, size: int, limit: int) -> None:
 
 async def decode_data(
     settings: Settings,
-    executor: InferenceExecutor,
+    admission: Admission,
     cancel: CancelScope | None,
     name: str,
     upload: Upload,
     data: bytes,
 ) -> Any:
-    """A file's bytes, checked against its size limit, decoded on one of ``executor``'s
+    """A file's bytes, checked against its size limit, decoded on one of ``admission``'s
     threads beside the inference slots, with ``cancel`` current there."""
     check_size(name, len(data), size_limit(settings, upload.kind))
     if not data:
@@ -66,7 +68,7 @@ async def decode_data(
         decode, bound = decode_audio, settings.max_audio_seconds
     else:
         decode, bound = decode_image, settings.max_image_pixels
-    return await executor.run_beside(_within, cancel or CancelScope(), decode, data, bound)
+    return await admission.run_beside(_within, cancel or CancelScope(), decode, data, bound)
 
 
 def _within(cancel: CancelScope, decode: Any, data: bytes, bound: Any) -> Any:
