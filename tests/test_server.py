@@ -11,11 +11,18 @@ import time
 
 import httpx
 import pytest
+from helpers import steps_for_seconds
 
 from pipelines.registry import REGISTRY
 from runner.cli import main
 
-LONG = {"prompt": "a cat", "width": 1024, "height": 576, "num_inference_steps": 60, "seed": 1}
+LONG = {
+    "prompt": "a cat",
+    "width": 1024,
+    "height": 576,
+    "num_inference_steps": steps_for_seconds(60),
+    "seed": 1,
+}
 
 
 def serve_and_fail(**env: str) -> subprocess.CompletedProcess:

@@ -6,10 +6,11 @@ import hashlib
 import json
 
 import pytest
+from conftest import TinyModels
 
 from runner.cli import main
 from runner.hub import locate_model
-from tiny_models import TINY_SD, TINY_SDXL
+from tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_SDXL
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +50,14 @@ def test_the_cli_builds_the_same_weights_from_the_same_seed(tmp_path, model_dir)
 def test_an_unknown_tiny_model_is_an_error(tmp_path, capsys):
     assert main(["tiny-models", str(tmp_path), "--only", "tiny-random/nothing"]) == 2
     assert "unknown tiny models" in capsys.readouterr().err
+
+
+def test_the_test_session_builds_a_model_once_and_only_when_asked(tmp_path):
+    models = TinyModels(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert models.need(TINY_SAFETY_CHECKER, "org/not-a-tiny-model") == tmp_path
+    assert [p.name for p in tmp_path.iterdir()] == ["models--tiny-random--safety-checker"]
+    config = locate_model(tmp_path, TINY_SAFETY_CHECKER) / "config.json"
+    written = config.stat().st_mtime_ns
+    models.need(TINY_SAFETY_CHECKER)
+    assert config.stat().st_mtime_ns == written
