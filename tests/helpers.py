@@ -128,9 +128,17 @@ def cpu_seconds_during(seconds: float) -> float:
     return time.process_time() - began
 
 
-def steps_for_seconds(cpu_steps: int) -> int:
-    """Denoising steps that keep the tiny SD busy for seconds at 1024x576 on this machine: the
-    CPU's ``cpu_steps``, or the scheduler's most (1000) where a GPU runs each in milliseconds."""
+def long_text_to_image(cpu_steps: int) -> dict:
+    """A text-to-image request that keeps the tiny SD busy for seconds at 1024x576 on this
+    machine: the CPU's ``cpu_steps``, or the scheduler's most (1000) where a GPU runs each in
+    milliseconds."""
     import torch
 
-    return 1000 if torch.cuda.is_available() else cpu_steps
+    steps = 1000 if torch.cuda.is_available() else cpu_steps
+    return {
+        "prompt": "a cat",
+        "width": 1024,
+        "height": 576,
+        "num_inference_steps": steps,
+        "seed": 1,
+    }

@@ -8,17 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from conftest import serving, wait_for_status
-from helpers import steps_for_seconds
+from helpers import long_text_to_image
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 1}
 # Several seconds on a CPU core with the tiny model.
-LONG = {
-    "prompt": "a cat",
-    "width": 1024,
-    "height": 576,
-    "num_inference_steps": steps_for_seconds(40),
-    "seed": 1,
-}
+LONG = long_text_to_image(40)
 
 
 def test_health_says_loading_then_idle(make_settings):

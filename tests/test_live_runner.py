@@ -24,7 +24,7 @@ import soundfile
 import uvicorn
 from conftest import free_port
 from examples import TINY, VALID
-from helpers import decode_image, steps_for_seconds
+from helpers import decode_image, long_text_to_image
 from stand_in_orchestrator import StandInOrchestrator, go_decode, go_duration_text
 
 from runner import hardware
@@ -39,13 +39,7 @@ lg = pytest.importorskip("livepeer_gateway.live_runner", reason="the sdk extra")
 from livepeer_gateway.errors import LivepeerHTTPError  # noqa: E402
 
 SECRET = "orch-secret-7c1e9b2d-not-for-logs"
-LONG = {
-    "prompt": "a cat",
-    "width": 1024,
-    "height": 576,
-    "num_inference_steps": steps_for_seconds(40),
-    "seed": 1,
-}
+LONG = long_text_to_image(40)
 
 
 def orchestrator(**options: object) -> StandInOrchestrator:

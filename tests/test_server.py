@@ -11,18 +11,12 @@ import time
 
 import httpx
 import pytest
-from helpers import steps_for_seconds
+from helpers import long_text_to_image
 
 from pipelines.registry import REGISTRY
 from runner.cli import main
 
-LONG = {
-    "prompt": "a cat",
-    "width": 1024,
-    "height": 576,
-    "num_inference_steps": steps_for_seconds(60),
-    "seed": 1,
-}
+LONG = long_text_to_image(60)
 
 
 def serve_and_fail(**env: str) -> subprocess.CompletedProcess:
