@@ -8,6 +8,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from conftest import serving
 from helpers import pixels, wait_until
@@ -53,6 +54,12 @@ def image(client, loras: dict | str = "", **fields) -> bytes:
     response = client.post("/text-to-image", json={**SMALL, "loras": text, **fields})
     assert response.status_code == 200, response.text
     return pixels(response.json()["images"][0]["url"])
+
+
+def difference(a: bytes, b: bytes) -> int:
+    """The largest difference of one channel of one pixel between two same-sized images."""
+    first = np.frombuffer(a, dtype=np.uint8).astype(np.int16)
+    return int(np.abs(first - np.frombuffer(b, dtype=np.uint8)).max())
 
 
 def refused(client, loras: str) -> str:
@@ -150,7 +157,15 @@ def test_concurrent_requests_with_different_loras_each_get_their_own(make_settin
         alone = {json.dumps(loras): image(client, loras) for loras in wanted[:4]}
         with ThreadPoolExecutor(len(wanted)) as pool:
             together = list(pool.map(lambda loras: image(client, loras), wanted))
-    assert together == [alone[json.dumps(loras)] for loras in wanted]
+    # The four images differ by more than twice the tolerance below ...
+    distinct = list(alone.values())
+    gaps = [difference(a, b) for i, a in enumerate(distinct) for b in distinct[i + 1 :]]
+    assert min(gaps) > 4, gaps
+    # ... and a concurrent run gives its own adapters' image. Not always to the bit: torch's
+    # CPU kernels may split a reduction differently while other requests' threads run, so
+    # a pixel may round the other way (seen in a full run on a loaded machine).
+    expected = [alone[json.dumps(loras)] for loras in wanted]
+    assert max(difference(a, b) for a, b in zip(together, expected, strict=True)) <= 2
 
 
 def test_the_gate_runs_equal_sets_together_and_others_in_arrival_order():
