@@ -183,17 +183,9 @@ GATED_MODELS = (
 )
 
 
-def pipeline_names() -> list[str]:
-    return sorted(REGISTRY)
-
-
 def network_pipelines() -> list[str]:
     """Every pipeline name the network knows, served here or not."""
     return sorted({*REGISTRY, *OTHER_NETWORK_PIPELINES})
-
-
-def default_model_id(name: str) -> str:
-    return REGISTRY[name].default_model
 
 
 def served_by(image: str) -> list[str]:

@@ -150,5 +150,5 @@ class Admission:
 
     async def run_beside(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` for an admitted request outside the inference slots (decoding an
-        upload), holding its place until it ends."""
+        upload, preparing), holding its place until it ends."""
         return await self._executor.run_beside(fn, *args)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pipelines.acceleration_report import Accelerated
 from pipelines.registry import REGISTRY, pipeline_class
 from runner import __version__
-from runner.error_answers import install_error_handlers
+from runner.error_answers import ALWAYS_DECLARED, install_error_handlers
 from runner.gate import Gate
 from runner.json_bodies import body_limits
 from runner.live_runner import LiveRunner
@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         runtime=runtime,
         metrics=metrics,
         route_path=pipeline.route.path,
-        declared=declared_error_codes(type(pipeline)) | {200, 422},
+        declared=declared_error_codes(type(pipeline)) | ALWAYS_DECLARED,
         body_limits=body_limits(settings, upload_fields(pipeline.route.params)),
     )
     return app

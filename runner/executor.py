@@ -26,9 +26,9 @@ class InferenceExecutor:
         self.capacity = capacity
         self.max_queue = max_queue
         self._pool = ThreadPoolExecutor(capacity, thread_name_prefix="inference")
-        # A thread for every place: each place is a request decoding at most one upload at a
-        # time, or an orphan; so work submitted here never waits.
-        self._beside = ThreadPoolExecutor(capacity + max_queue, thread_name_prefix="decode")
+        # A thread for every place: each place is a request decoding at most one upload or
+        # preparing (a hub fetch) at a time, or an orphan; so work submitted here never waits.
+        self._beside = ThreadPoolExecutor(capacity + max_queue, thread_name_prefix="beside")
         self._lock = threading.Lock()
         self._admitted = 0
         self._running = 0
@@ -92,7 +92,7 @@ class InferenceExecutor:
 
     async def run_beside(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` for an admitted request on a thread outside the inference slots
-        (decoding an upload): at once, and holding the request's place until it ends."""
+        (decoding an upload, preparing): at once, and holding the request's place until it ends."""
         loop = asyncio.get_running_loop()
         return await self._await_holding_place(self._beside.submit(fn, *args), loop)
 

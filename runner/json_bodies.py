@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 
 import pybase64
 from fastapi import Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -179,14 +178,15 @@ def json_endpoint(
     uploads: dict[str, Upload],
     serve: Callable[[Request, BaseModel], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
-    """The endpoint taking a JSON body: parsed and base64-decoded off the event loop (a body
-    holds up to ``MAX_AUDIO_BYTES`` of base64), validated with the form's field types and
+    """The endpoint taking a JSON body: parsed and base64-decoded on the admission's threads
+    beside the inference slots, holding the request's place as an upload's decode does (a
+    body holds up to ``MAX_AUDIO_BYTES`` of base64), validated with the form's field types and
     answered with their 422, each file then decoded as an upload is (``decode_data``)."""
     body_model = json_body_model(params, uploads)
     settings = runtime.settings
 
     async def endpoint(request: Request) -> Response:
-        data = await run_in_threadpool(_parse, await request.body())
+        data = await runtime.admission.run_beside(_parse, await request.body())
         try:
             fields = body_model.model_validate(data)
         except ValidationError as exc:
@@ -200,7 +200,7 @@ def json_endpoint(
         cancel = getattr(request.state, "cancel", None)
         for name, upload in uploads.items():
             limit = size_limit(settings, upload.kind)
-            content = await run_in_threadpool(decoded_base64, name, values[name], limit)
+            content = await runtime.admission.run_beside(decoded_base64, name, values[name], limit)
             values[name] = await decode_data(
                 settings, runtime.admission, cancel, name, upload, content
             )

@@ -118,11 +118,9 @@ class LiveRunner:
         self.orchestrator = settings.live_runner_orchestrator
         self.runner_id = ""
         self.interval = DEFAULT_INTERVAL
-        self.ttl: float | None = None
         self.announced: str | None = None  # the status the orchestrator holds; None: unknown
         self._secret = settings.live_runner_secret.get_secret_value()
         self._heartbeat_secret: str | None = None
-        self._attempted = UNAVAILABLE  # the status the last heartbeat carried (or waits for)
         self._backoff = BACKOFF_FIRST
         self._trouble: str | None = None  # the kind of the failure going on, logged once
         self._gpu: dict[str, Any] | None = None
@@ -199,29 +197,33 @@ class LiveRunner:
             )
             return
         self._gpu = await asyncio.to_thread(process_gpu, self.settings)
-        delay = 0.0
+        delay, status = 0.0, UNAVAILABLE
         while True:
-            await self._wait(delay)
+            await self._wait(delay, status)
             readiness = self.runtime.readiness()
             status = status_for(readiness)
             if status is None:
                 return  # draining: leave() unregisters
-            self._attempted = status
             if not self.registered and status != READY:
                 delay = 3600.0  # registers once a request would be taken
                 continue
             try:
                 delay = await self._beat(status, readiness)
             except Exception:  # never let the registration take the runner down
-                log.exception("live runner: the heartbeat failed unexpectedly")
+                self._fail(
+                    "unexpected",
+                    "live runner: the heartbeat failed unexpectedly",
+                    logging.ERROR,
+                    exc_info=True,
+                )
                 delay = self._next_backoff()
 
-    async def _wait(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less when the status to announce changes."""
+    async def _wait(self, seconds: float, status: str) -> None:
+        """Sleep ``seconds``, or less when the status to announce is no longer ``status``."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while (left := end - loop.time()) > 0:
-            if status_for(self.runtime.readiness()) != self._attempted:
+            if status_for(self.runtime.readiness()) != status:
                 return
             await asyncio.sleep(min(WATCH_EVERY, left))
 
@@ -299,7 +301,6 @@ class LiveRunner:
         self.interval = (
             max(MIN_INTERVAL, interval) if interval and interval > 0 else DEFAULT_INTERVAL
         )
-        self.ttl = go_duration(data.get("heartbeat_ttl"))
         self.runner_id = runner_id
         self._heartbeat_secret = secret
         self._backoff = BACKOFF_FIRST
@@ -367,11 +368,13 @@ class LiveRunner:
                 quoted = quoted.replace(secret, "***")
         return repr(quoted)
 
-    def _fail(self, kind: str, message: str, level: int = logging.WARNING) -> None:
+    def _fail(
+        self, kind: str, message: str, level: int = logging.WARNING, exc_info: bool = False
+    ) -> None:
         """Log a failure when it starts or changes, not at each retry."""
         if kind != self._trouble:
             self._trouble = kind
-            log.log(level, "%s", message)
+            log.log(level, "%s", message, exc_info=exc_info)
 
     def _next_backoff(self) -> float:
         delay = self._backoff

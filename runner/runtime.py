@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -71,11 +70,6 @@ class Runtime:
         self.pipeline = pipeline
         self.lifecycle = Lifecycle()
         self.admission = Admission(settings, self.lifecycle)
-        # One thread per admitted request at most: a request waiting for a download never
-        # keeps another from being prepared.
-        self._preparing = ThreadPoolExecutor(
-            settings.capacity + settings.max_queue, thread_name_prefix="prepare"
-        )
         self.load_seconds: float | None = None
         # The LOADING budget counts from here; the server sets it to the process's start.
         self.started = time.monotonic()
@@ -281,10 +275,10 @@ class Runtime:
         return body
 
     async def _prepare(self, params: object) -> None:
-        """The pipeline's ``prepare`` (hub fetches) before the request waits for a slot."""
-        loop = asyncio.get_running_loop()
+        """The pipeline's ``prepare`` (hub fetches) before the request waits for a slot, on a
+        thread beside the slots that holds the request's place until it ends."""
         try:
-            await loop.run_in_executor(self._preparing, self.pipeline.prepare, params)
+            await self.admission.run_beside(self.pipeline.prepare, params)
         except RunnerError:
             raise
         except Exception as exc:

@@ -200,3 +200,32 @@ def test_a_pipeline_that_returns_garbage_gets_a_500_and_serving_goes_on(make_set
         }
         assert wait_for_status(client, {"IDLE"}) == "IDLE"
         assert client.post("/text-to-image", json=SMALL).status_code == 200
+
+
+def test_a_prepare_whose_client_left_keeps_its_place_until_it_ends(server, monkeypatch):
+    """A request's ``prepare`` (a LoRA's hub fetch) runs on the admission's threads beside the
+    slots: when its client leaves, the thread runs on, and holds a place until it ends."""
+    url, app = server
+    runtime = app.state.runtime
+    pipeline = runtime.pipeline
+    entered, release = threading.Event(), threading.Event()
+    prepare = pipeline.prepare
+
+    def held_prepare(params):
+        entered.set()
+        assert release.wait(60)
+        return prepare(params)
+
+    monkeypatch.setattr(pipeline, "prepare", held_prepare)
+    sock = send_and_hang_up_later(url, SMALL)
+    try:
+        assert entered.wait(60)
+    finally:
+        sock.close()
+    wait_until(lambda: runtime.admission.admitted == 0)  # the request itself is over
+    assert runtime.admission.busy == 1
+    assert httpx.get(url + "/health").json() == {"status": "OK"}
+    release.set()
+    wait_until(lambda: runtime.admission.busy == 0)
+    assert httpx.get(url + "/health").json() == {"status": "IDLE"}
+    assert runtime.admission.running == 0  # the left request never reached a slot

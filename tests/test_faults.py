@@ -8,10 +8,9 @@ import io
 import pytest
 import torch
 from conftest import serving
+from examples import TINY
 from helpers import encode_audio, tone
 from PIL import Image
-
-import tiny_models as tiny
 
 
 def png() -> bytes:
@@ -23,20 +22,17 @@ def png() -> bytes:
 DIFFUSION = {"prompt": "a cat", "num_inference_steps": "2", "seed": "1"}
 WAV = encode_audio(tone(1.0), 16_000, "wav", "pcm_s16le")
 
-# pipeline -> (tiny model, request, the module that runs inside the model)
+# pipeline -> (request, the module that runs inside the model); its tiny model is TINY's
 CASES = {
     "text-to-image": (
-        tiny.TINY_SD,
         {"json": {"prompt": "a cat", "width": 64, "height": 64, "num_inference_steps": 2}},
         lambda p: p.pipe.unet,
     ),
     "image-to-image": (
-        tiny.TINY_SD,
         {"data": DIFFUSION, "files": {"image": ("i.png", png())}},
         lambda p: p.pipe.unet,
     ),
     "image-to-video": (
-        tiny.TINY_SVD,
         {
             "data": {"width": "64", "height": "64", "num_inference_steps": "2"},
             "files": {"image": ("i.png", png())},
@@ -44,17 +40,14 @@ CASES = {
         lambda p: p.pipe.unet,
     ),
     "upscale": (
-        tiny.TINY_UPSCALER,
         {"data": DIFFUSION, "files": {"image": ("i.png", png())}},
         lambda p: p.pipe.unet,
     ),
     "image-to-text": (
-        tiny.TINY_BLIP,
         {"files": {"image": ("i.png", png())}},
         lambda p: p.model.vision_model,  # generate() calls its parts, not the model's forward
     ),
     "segment-anything-2": (
-        tiny.TINY_SAM2,
         {
             "data": {"point_coords": "[[32, 24]]", "point_labels": "[1]"},
             "files": {"image": ("i.png", png())},
@@ -62,11 +55,10 @@ CASES = {
         lambda p: p.model,
     ),
     "audio-to-text": (
-        tiny.TINY_WHISPER,
         {"files": {"audio": ("a.wav", WAV)}},
         lambda p: p.asr.model,
     ),
-    "text-to-speech": (tiny.TINY_MMS_TTS, {"json": {"text": "hello"}}, lambda p: p.speech.model),
+    "text-to-speech": ({"json": {"text": "hello"}}, lambda p: p.speech.model),
 }
 
 
@@ -88,8 +80,8 @@ def raising(exception: BaseException, times: int = 1):
 def test_out_of_memory_is_500_and_never_takes_the_runner_offline(make_settings, pipeline):
     """Out of memory is the request's size, not a broken device: however many in a row,
     /health stays IDLE and the next request is served (ai-runner never reports ERROR for it)."""
-    model_id, request, module_of = CASES[pipeline]
-    with serving(make_settings(pipeline=pipeline, model_id=model_id)) as client:
+    request, module_of = CASES[pipeline]
+    with serving(make_settings(pipeline=pipeline, model_id=TINY[pipeline])) as client:
         module = module_of(client.app.state.runtime.pipeline)
         oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         handle = module.register_forward_pre_hook(raising(oom, times=OOM_IN_A_ROW))
@@ -107,8 +99,8 @@ def test_out_of_memory_is_500_and_never_takes_the_runner_offline(make_settings, 
 
 @pytest.mark.parametrize("pipeline", ["audio-to-text", "segment-anything-2", "text-to-image"])
 def test_an_unrecoverable_device_error_is_500_and_health_error(make_settings, pipeline):
-    model_id, request, module_of = CASES[pipeline]
-    with serving(make_settings(pipeline=pipeline, model_id=model_id)) as client:
+    request, module_of = CASES[pipeline]
+    with serving(make_settings(pipeline=pipeline, model_id=TINY[pipeline])) as client:
         module = module_of(client.app.state.runtime.pipeline)
         error = torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
         handle = module.register_forward_pre_hook(raising(error))
