@@ -218,8 +218,8 @@ class DiffusionPipeline(Pipeline[ParamsT, ParamsT, GeneratedImages]):
 
     def check_for_model(self, params: BaseModel) -> None:
         """Checks that depend on the loaded model's family (a no-op until it is loaded):
-        called from ``check``, and again in ``predict`` for requests that arrived while it
-        was loading."""
+        called from ``check``, and again in ``prepare`` (which runs once the model is loaded)
+        for requests that arrived while it was loading."""
         accelerated = self.acceleration.report.compiler if self.acceleration else "none"
         if accelerated == "stable-fast" and parse_loras(
             getattr(params, "loras", ""), self.settings.max_loras

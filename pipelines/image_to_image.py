@@ -96,7 +96,6 @@ class ImageToImage(PromptedDiffusion[ImageToImageParams]):
         return 2 * self.pipe.vae_scale_factor
 
     def predict(self, params: ImageToImageParams) -> GeneratedImages:
-        self.check_for_model(params)
         count = params.num_images_per_prompt
         seeds = image_seeds(params.seed, count)
         steps, guidance = self.steps_and_guidance(params)

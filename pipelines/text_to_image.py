@@ -83,7 +83,6 @@ class TextToImage(PromptedDiffusion[TextToImageParams]):
         return params
 
     def predict(self, params: TextToImageParams) -> GeneratedImages:
-        self.check_for_model(params)
         count = params.num_images_per_prompt
         seeds = image_seeds(params.seed, count)
         steps, guidance = self.steps_and_guidance(params)

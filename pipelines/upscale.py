@@ -92,8 +92,10 @@ class Upscale(DiffusionPipeline[UpscaleParams]):
         if self.pipe is not None:
             checks.min_image_side("image", params.image.size, self.pipe.vae_scale_factor)
 
+    def prepare(self, params: UpscaleParams) -> None:
+        self.check_for_model(params)  # for a request that arrived while the model loaded
+
     def predict(self, params: UpscaleParams) -> GeneratedImages:
-        self.check_for_model(params)
         seeds = image_seeds(params.seed, 1)
         images = self.generate(
             prompt=params.prompt,
