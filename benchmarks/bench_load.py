@@ -57,7 +57,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Runner, percentile, server_timing  # noqa: E402
+from common import Runner, percentile, server_timing, tiny_models  # noqa: E402
 
 TOKEN = "bench-load-token"
 MiB = 1024 * 1024
@@ -565,15 +565,11 @@ def main() -> int:
         return attack_main(args)
 
     from runner.logs import quiet_progress_bars
-    from tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_WHISPER, build
+    from tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_WHISPER
 
     quiet_progress_bars()
-    model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
+    model_dir = tiny_models(args.model_dir, [TINY_SD, TINY_SAFETY_CHECKER, TINY_WHISPER])
     runner_log = args.runner_log or Path(tempfile.mkstemp(prefix="bench-load-", suffix=".log")[1])
-    wanted = [TINY_SD, TINY_SAFETY_CHECKER, TINY_WHISPER]
-    missing = [m for m in wanted if not (model_dir / ("models--" + m.replace("/", "--"))).exists()]
-    if missing:
-        build(model_dir, only=missing)
 
     audio_limit = MiB
     setups = {
@@ -636,7 +632,7 @@ def attack_main(args: argparse.Namespace) -> int:
 
     from pipelines.registry import REGISTRY
     from runner.logs import quiet_progress_bars
-    from tiny_models import TINY_SAFETY_CHECKER, build
+    from tiny_models import TINY_SAFETY_CHECKER
 
     quiet_progress_bars()
     models = {pipeline: entry.tiny_model for pipeline, entry in REGISTRY.items()}
@@ -645,12 +641,9 @@ def attack_main(args: argparse.Namespace) -> int:
         for a in attacks.attack_mix(args.attack_audio_seconds, args.thin_height)
         if not args.only or any(words in a.name or words == a.pipeline for words in args.only)
     ]
-    model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
-    runner_log = args.runner_log or Path(tempfile.mkstemp(prefix="bench-attack-", suffix=".log")[1])
     wanted = sorted({models[a.pipeline] for a in mix} | {TINY_SAFETY_CHECKER})
-    missing = [m for m in wanted if not (model_dir / ("models--" + m.replace("/", "--"))).exists()]
-    if missing:
-        build(model_dir, only=missing)
+    model_dir = tiny_models(args.model_dir, wanted)
+    runner_log = args.runner_log or Path(tempfile.mkstemp(prefix="bench-attack-", suffix=".log")[1])
     ports = iter(range(args.port, args.port + 1000))
 
     def start_runner(pipeline: str) -> Runner:

@@ -115,10 +115,8 @@ def arguments(doc: str, runs: int, port: int) -> argparse.ArgumentParser:
 
 def tiny_models(model_dir: Path | None, ids: list[str]) -> Path:
     """A folder holding the tiny models ``ids``, building those it lacks."""
-    from tiny_models import build
+    from tiny_models import ensure
 
     folder = model_dir or Path(tempfile.mkdtemp(prefix="bench-models-"))
-    missing = [i for i in ids if not (folder / ("models--" + i.replace("/", "--"))).exists()]
-    if missing:
-        build(folder, only=missing)
+    ensure(folder, ids)
     return folder

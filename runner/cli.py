@@ -112,14 +112,11 @@ def _demo(args: argparse.Namespace) -> int:
         PORT=str(args.port),
         HF_HUB_OFFLINE="1",
     )
-    from runner.hub import cached_snapshot
     from runner.logs import configure_logging
-    from tiny_models import build
+    from tiny_models import ensure
 
     configure_logging(verbose=False)
-    missing = [m for m in (TINY_SD, TINY_SAFETY_CHECKER) if not cached_snapshot(model_dir, m)]
-    if missing:
-        build(model_dir, only=missing)
+    ensure(model_dir, [TINY_SD, TINY_SAFETY_CHECKER])
     print(
         f"try: curl -s http://{args.host}:{args.port}/text-to-image "
         """-H 'Content-Type: application/json' -d '{"prompt": "a cat", "width": 256, """

@@ -10,7 +10,7 @@ from conftest import TinyModels
 
 from runner.cli import main
 from runner.hub import locate_model
-from tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_SDXL
+from tiny_models import TINY_SAFETY_CHECKER, TINY_SD, TINY_SDXL, ensure
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +61,12 @@ def test_the_test_session_builds_a_model_once_and_only_when_asked(tmp_path):
     written = config.stat().st_mtime_ns
     models.need(TINY_SAFETY_CHECKER)
     assert config.stat().st_mtime_ns == written
+
+
+def test_ensure_builds_only_what_the_folder_lacks(tmp_path):
+    assert ensure(tmp_path, [TINY_SAFETY_CHECKER, TINY_SAFETY_CHECKER]) == [TINY_SAFETY_CHECKER]
+    snapshot = locate_model(tmp_path, TINY_SAFETY_CHECKER)
+    built = _digest(snapshot)
+    assert built  # weights were written
+    assert ensure(tmp_path, [TINY_SAFETY_CHECKER]) == []
+    assert locate_model(tmp_path, TINY_SAFETY_CHECKER) == snapshot and _digest(snapshot) == built

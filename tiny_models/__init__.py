@@ -14,6 +14,7 @@ from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 
+from runner.hub import cached_snapshot
 from runner.logs import quiet_progress_bars
 from tiny_models import diffusion, flow_matching, lora, parler, speech, video, vision
 from tiny_models.hub_layout import snapshot_folder
@@ -103,3 +104,11 @@ def build(model_dir: Path, only: list[str] | None = None, seed: int = 0) -> list
         recipe.build(folder, seed)
         log.info("wrote %s (%s) to %s", name, recipe.description, folder)
     return names
+
+
+def ensure(model_dir: Path, model_ids: list[str]) -> list[str]:
+    """Build those of the tiny models ``model_ids`` that ``model_dir`` lacks; their ids."""
+    missing = [i for i in dict.fromkeys(model_ids) if not cached_snapshot(model_dir, i)]
+    if missing:
+        build(model_dir, only=missing)
+    return missing
