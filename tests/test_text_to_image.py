@@ -109,10 +109,17 @@ def test_requests_running_at_once_each_get_what_they_asked_for(make_settings):
         {"seed": 4, "guidance_scale": 0.0},
     ]
     with serving(make_settings(capacity=4)) as client:
-        alone = [pixels(generate(client, **ask)[0]["url"]) for ask in asks]
+        alone = [generate(client, **ask)[0]["url"] for ask in asks]
         with ThreadPoolExecutor(len(asks) * 2) as pool:
-            together = pool.map(lambda ask: pixels(generate(client, **ask)[0]["url"]), asks * 2)
-            assert list(together) == alone * 2
+            together = list(pool.map(lambda ask: generate(client, **ask)[0]["url"], asks * 2))
+    # The four images differ by more than twice the tolerance below ...
+    gaps = [max_pixel_difference(a, b) for i, a in enumerate(alone) for b in alone[i + 1 :]]
+    assert min(gaps) > 4, gaps
+    # ... and each concurrent request gets its own, within rounding: on the CPU a kernel may
+    # sum in another order while other requests run (seen once in a full run on a loaded
+    # machine), so a pixel may round the other way.
+    differences = [max_pixel_difference(a, b) for a, b in zip(together, alone * 2, strict=True)]
+    assert max(differences) <= 2, differences
 
 
 def test_nsfw_flags_come_from_the_safety_checker_model(make_settings):
