@@ -167,7 +167,14 @@ def test_a_warm_runner_loads_joins_the_pool_on_idle_and_stays_while_busy(make_se
                 succeeded(worker.json("/text-to-image", num_inference_steps=150, **body))
         done.set()
         watch.wait_for(lambda: watch.in_pool, 10)
-        assert watch.events[-1] == "returned to the pool: the request ended"
+        # The request's end returns it; so does a poll that sees IDLE while it is still
+        # borrowed (ai/worker/docker.go watchContainer), which can land in the moment
+        # between one answer and the next request or done.set(). Either is the container
+        # going back once idle.
+        assert watch.events[-1] in {
+            "returned to the pool: the request ended",
+            "returned to the pool: IDLE",
+        }
         assert watch.destroyed is None, watch.report()
         assert all(not poll.outcome.startswith(("error", "http")) for poll in watch.polls)
         assert max(poll.took for poll in watch.polls) < watch.seconds(5), watch.report()
